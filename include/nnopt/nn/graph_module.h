@@ -1,0 +1,92 @@
+#pragma once
+// GraphModule: a torch::nn::Module that runs an nnopt::Graph.
+//
+// Parameters and buffers live under the node names, exactly as PyTorch would
+// name them: node "stage1.block0.conv1" owns "stage1.block0.conv1.weight".
+// Each node can carry two extension points (both are submodules, so their own
+// parameters — a learned step size, a clip value — train with the model):
+//   * a weight transform, applied to conv2d/linear weights before use
+//     (fake-quant, pruning mask);
+//   * an activation transform, applied to the node's output (activation
+//     quantizer).
+// Taps return intermediate outputs by node name (distillation hints, HRank
+// feature maps, sensitivity).
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nnopt/ir/graph.h"
+
+namespace nnopt {
+
+/// A tensor-to-tensor transform attached to a node. Subclass it; register any
+/// learnable values as parameters so that optimizers see them.
+class TransformImpl : public torch::nn::Module {
+ public:
+  /// [any shape] -> [same shape]
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  /// Short name for summaries, e.g. "lsq(4)".
+  virtual std::string describe() const { return "transform"; }
+};
+using TransformPtr = std::shared_ptr<TransformImpl>;
+
+/// The module that holds one node's tensors (and is the container for the
+/// nodes whose names extend its own). Fields are undefined where not used.
+class NodeModuleImpl : public torch::nn::Module {
+ public:
+  torch::Tensor weight, bias;               // conv2d, linear, batch_norm (affine)
+  torch::Tensor running_mean, running_var;  // batch_norm
+  torch::Tensor num_batches_tracked;        // batch_norm
+  TransformPtr weight_transform;
+  TransformPtr act_transform;
+};
+
+using TensorMap = std::map<std::string, torch::Tensor>;
+
+class GraphModuleImpl : public torch::nn::Module {
+ public:
+  /// Builds the parameters for `graph` with PyTorch's default initialization
+  /// (kaiming-normal fan_out for convs, as torchvision's ResNet; nn.Linear's
+  /// default for linear; ones/zeros for batch norm). Uses the global torch RNG.
+  explicit GraphModuleImpl(Graph graph);
+
+  /// [N, *input_shape] -> [N, *output_shape]
+  torch::Tensor forward(const torch::Tensor& x);
+  /// Same, and stores the outputs of the nodes named in `taps` into `out`.
+  /// Throws GraphError if a tap names no node.
+  torch::Tensor forward(const torch::Tensor& x, const std::vector<std::string>& taps,
+                        TensorMap& out);
+
+  const Graph& graph() const { return graph_; }
+
+  /// The module holding node `name`'s tensors; throws GraphError if unknown.
+  NodeModuleImpl& node_module(const std::string& name);
+
+  /// Attach (or with nullptr remove) a weight transform on a conv2d/linear node.
+  void set_weight_transform(const std::string& node, TransformPtr t);
+  /// Attach (or with nullptr remove) a transform on the output of any node.
+  void set_activation_transform(const std::string& node, TransformPtr t);
+
+  /// The weight as used in forward (after the weight transform, if any).
+  torch::Tensor effective_weight(const std::string& node);
+
+  /// All parameters and buffers by full name (transforms' tensors included).
+  TensorMap state() const;
+  /// Copies tensors by name. With strict, missing or unexpected names and
+  /// shape mismatches throw ValueError naming the tensor.
+  void load_state(const TensorMap& tensors, bool strict = true);
+
+ private:
+  torch::Tensor run(const torch::Tensor& x, const std::vector<std::string>* taps, TensorMap* out);
+  NodeModuleImpl& ensure_path(const std::string& dotted);
+  Graph graph_;
+  std::vector<std::shared_ptr<NodeModuleImpl>> mods_;  // indexed like graph_.nodes()
+  std::vector<std::vector<size_t>> input_index_;       // node -> indices of its inputs
+  std::vector<int> last_use_;                          // node -> last node index reading it
+};
+TORCH_MODULE(GraphModule);
+
+}  // namespace nnopt

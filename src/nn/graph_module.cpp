@@ -1,0 +1,267 @@
+#include "nnopt/nn/graph_module.h"
+
+#include <cmath>
+
+#include "nnopt/core/error.h"
+
+namespace nnopt {
+
+namespace {
+std::vector<std::string> split_dots(const std::string& s) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    size_t p = s.find('.', start);
+    parts.push_back(s.substr(start, p == std::string::npos ? std::string::npos : p - start));
+    if (p == std::string::npos) break;
+    start = p + 1;
+  }
+  return parts;
+}
+
+std::vector<int64_t> ivec(const Pair& p) { return {p[0], p[1]}; }
+}  // namespace
+
+NodeModuleImpl& GraphModuleImpl::ensure_path(const std::string& dotted) {
+  auto parts = split_dots(dotted);
+  torch::nn::Module* cur = this;
+  for (const auto& part : parts) {
+    NNOPT_CHECK(!part.empty(), GraphError, "node name '", dotted,
+                "' has an empty part between dots");
+    auto children = cur->named_children();
+    if (children.contains(part)) {
+      cur = children[part].get();
+    } else {
+      auto m = std::make_shared<NodeModuleImpl>();
+      cur->register_module(part, m);
+      cur = m.get();
+    }
+  }
+  auto* nm = dynamic_cast<NodeModuleImpl*>(cur);
+  NNOPT_CHECK(nm, GraphError, "node '", dotted, "' collides with a module name");
+  return *nm;
+}
+
+GraphModuleImpl::GraphModuleImpl(Graph graph) : graph_(std::move(graph)) {
+  graph_.infer_shapes();
+  const auto& nodes = graph_.nodes();
+  mods_.resize(nodes.size());
+  input_index_.resize(nodes.size());
+  last_use_.assign(nodes.size(), -1);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    for (const auto& in : n.inputs) {
+      size_t j = graph_.index_of(in);
+      input_index_[i].push_back(j);
+      last_use_[j] = static_cast<int>(i);
+    }
+    NodeModuleImpl& m = ensure_path(n.name);
+    // Keep a shared_ptr to the registered module.
+    mods_[i] = std::dynamic_pointer_cast<NodeModuleImpl>(m.shared_from_this());
+    torch::NoGradGuard ng;
+    switch (n.op) {
+      case OpKind::kConv2d: {
+        const auto& a = n.as<Conv2dAttrs>();
+        auto w = torch::empty({a.out_channels, a.in_channels / a.groups, a.kernel[0], a.kernel[1]});
+        // kaiming_normal_(mode=fan_out, nonlinearity=relu), as torchvision ResNet/MobileNet.
+        double fan_out = static_cast<double>(a.out_channels / a.groups) * a.kernel[0] * a.kernel[1];
+        w.normal_(0, std::sqrt(2.0 / fan_out));
+        m.weight = m.register_parameter("weight", w);
+        if (a.bias) m.bias = m.register_parameter("bias", torch::zeros({a.out_channels}));
+        break;
+      }
+      case OpKind::kLinear: {
+        const auto& a = n.as<LinearAttrs>();
+        // nn.Linear default: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        double bound = 1.0 / std::sqrt(static_cast<double>(a.in_features));
+        m.weight = m.register_parameter(
+            "weight", torch::empty({a.out_features, a.in_features}).uniform_(-bound, bound));
+        if (a.bias)
+          m.bias = m.register_parameter("bias",
+                                        torch::empty({a.out_features}).uniform_(-bound, bound));
+        break;
+      }
+      case OpKind::kBatchNorm: {
+        const auto& a = n.as<BatchNormAttrs>();
+        if (a.affine) {
+          m.weight = m.register_parameter("weight", torch::ones({a.num_features}));
+          m.bias = m.register_parameter("bias", torch::zeros({a.num_features}));
+        }
+        m.running_mean = m.register_buffer("running_mean", torch::zeros({a.num_features}));
+        m.running_var = m.register_buffer("running_var", torch::ones({a.num_features}));
+        m.num_batches_tracked =
+            m.register_buffer("num_batches_tracked", torch::zeros({}, torch::kLong));
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  // The output is always kept.
+  last_use_[graph_.index_of(graph_.output())] = static_cast<int>(nodes.size());
+}
+
+NodeModuleImpl& GraphModuleImpl::node_module(const std::string& name) {
+  return *mods_[graph_.index_of(name)];
+}
+
+void GraphModuleImpl::set_weight_transform(const std::string& node, TransformPtr t) {
+  const Node& n = graph_.node(node);
+  NNOPT_CHECK(n.op == OpKind::kConv2d || n.op == OpKind::kLinear, GraphError, "node '", node,
+              "' (", op_name(n.op), "): weight transforms apply to conv2d and linear only");
+  auto& m = node_module(node);
+  if (m.weight_transform) m.unregister_module("weight_transform");
+  m.weight_transform = t;
+  if (t) m.register_module("weight_transform", t);
+}
+
+void GraphModuleImpl::set_activation_transform(const std::string& node, TransformPtr t) {
+  auto& m = node_module(node);
+  if (m.act_transform) m.unregister_module("act_transform");
+  m.act_transform = t;
+  if (t) m.register_module("act_transform", t);
+}
+
+torch::Tensor GraphModuleImpl::effective_weight(const std::string& node) {
+  auto& m = node_module(node);
+  NNOPT_CHECK(m.weight.defined(), GraphError, "node '", node, "' has no weight");
+  return m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
+}
+
+torch::Tensor GraphModuleImpl::forward(const torch::Tensor& x) { return run(x, nullptr, nullptr); }
+
+torch::Tensor GraphModuleImpl::forward(const torch::Tensor& x,
+                                       const std::vector<std::string>& taps, TensorMap& out) {
+  for (const auto& t : taps) graph_.index_of(t);  // throws on an unknown name
+  return run(x, &taps, &out);
+}
+
+torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std::string>* taps,
+                                   TensorMap* out) {
+  const auto& nodes = graph_.nodes();
+  const Shape& in_shape = graph_.input_shape();
+  NNOPT_CHECK(x.dim() == static_cast<int64_t>(in_shape.size()) + 1 &&
+                  std::equal(in_shape.begin(), in_shape.end(), x.sizes().begin() + 1),
+              ValueError, "model input must be [N, ", c10::IntArrayRef(in_shape),
+              "] (per-sample shape), got ", x.sizes());
+  std::vector<torch::Tensor> v(nodes.size());
+  std::vector<char> tapped(nodes.size(), 0);
+  if (taps)
+    for (const auto& t : *taps) tapped[graph_.index_of(t)] = 1;
+  const bool train = is_training();
+
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    NodeModuleImpl& m = *mods_[i];
+    const auto& ins = input_index_[i];
+    auto in0 = [&]() -> const torch::Tensor& { return v[ins[0]]; };
+    torch::Tensor y;
+    switch (n.op) {
+      case OpKind::kInput:
+        y = x;
+        break;
+      case OpKind::kConv2d: {
+        const auto& a = n.as<Conv2dAttrs>();
+        auto w = m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
+        y = at::conv2d(in0(), w, m.bias, ivec(a.stride), ivec(a.padding), ivec(a.dilation),
+                       a.groups);
+        break;
+      }
+      case OpKind::kLinear: {
+        auto w = m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
+        y = at::linear(in0(), w, m.bias);
+        break;
+      }
+      case OpKind::kBatchNorm: {
+        const auto& a = n.as<BatchNormAttrs>();
+        if (train) {
+          torch::NoGradGuard ng;
+          m.num_batches_tracked.add_(1);
+        }
+        y = at::batch_norm(in0(), m.weight, m.bias, m.running_mean, m.running_var, train,
+                           a.momentum, a.eps, false);
+        break;
+      }
+      case OpKind::kReLU:
+        y = at::relu(in0());
+        break;
+      case OpKind::kReLU6:
+        y = at::hardtanh(in0(), 0.0, 6.0);
+        break;
+      case OpKind::kHardswish:
+        y = at::hardswish(in0());
+        break;
+      case OpKind::kMaxPool: {
+        const auto& a = n.as<PoolAttrs>();
+        y = at::max_pool2d(in0(), ivec(a.kernel), ivec(a.stride), ivec(a.padding), {1, 1},
+                           a.ceil_mode);
+        break;
+      }
+      case OpKind::kAvgPool: {
+        const auto& a = n.as<PoolAttrs>();
+        y = at::avg_pool2d(in0(), ivec(a.kernel), ivec(a.stride), ivec(a.padding), a.ceil_mode,
+                           a.count_include_pad);
+        break;
+      }
+      case OpKind::kGlobalAvgPool:
+        y = at::adaptive_avg_pool2d(in0(), {1, 1});
+        break;
+      case OpKind::kFlatten:
+        y = at::flatten(in0(), n.as<FlattenAttrs>().start_dim);
+        break;
+      case OpKind::kAdd:
+        y = v[ins[0]] + v[ins[1]];
+        for (size_t k = 2; k < ins.size(); ++k) y = y + v[ins[k]];
+        break;
+      case OpKind::kConcat: {
+        std::vector<torch::Tensor> parts;
+        for (auto k : ins) parts.push_back(v[k]);
+        y = at::cat(parts, n.as<ConcatAttrs>().dim);
+        break;
+      }
+      case OpKind::kDropout:
+        y = at::dropout(in0(), n.as<DropoutAttrs>().p, train);
+        break;
+      case OpKind::kIdentity:
+        y = in0();
+        break;
+      case OpKind::kCount:
+        throw GraphError("invalid op");
+    }
+    if (m.act_transform) y = m.act_transform->forward(y);
+    v[i] = std::move(y);
+    if (tapped[i]) (*out)[n.name] = v[i];
+    // Free inputs nobody reads any more (keeps peak memory at the live set).
+    for (auto k : ins)
+      if (last_use_[k] == static_cast<int>(i)) v[k] = torch::Tensor();
+  }
+  return v[graph_.index_of(graph_.output())];
+}
+
+TensorMap GraphModuleImpl::state() const {
+  TensorMap out;
+  for (const auto& p : named_parameters(true)) out[p.key()] = p.value();
+  for (const auto& b : named_buffers(true)) out[b.key()] = b.value();
+  return out;
+}
+
+void GraphModuleImpl::load_state(const TensorMap& tensors, bool strict) {
+  TensorMap mine = state();
+  torch::NoGradGuard ng;
+  for (auto& [name, t] : mine) {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      NNOPT_CHECK(!strict, ValueError, "tensor '", name, "' is missing from the loaded state");
+      continue;
+    }
+    NNOPT_CHECK(it->second.sizes() == t.sizes(), ValueError, "tensor '", name, "' has shape ",
+                it->second.sizes(), " in the loaded state but ", t.sizes(), " in the model");
+    t.copy_(it->second);
+  }
+  if (strict)
+    for (const auto& [name, t] : tensors)
+      NNOPT_CHECK(mine.count(name), ValueError, "loaded state has tensor '", name,
+                  "' that the model does not have");
+}
+
+}  // namespace nnopt
