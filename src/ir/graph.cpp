@@ -104,7 +104,7 @@ void Node::throw_wrong_attrs() const {
 
 // ---------------------------------------------------------------- building
 
-const std::string& Graph::add(std::string name, OpKind op, Attrs attrs,
+std::string Graph::add(std::string name, OpKind op, Attrs attrs,
                               std::vector<std::string> inputs) {
   NNOPT_CHECK(!name.empty(), GraphError, "node name must not be empty (op ", op_name(op), ")");
   NNOPT_CHECK(!index_.count(name), GraphError, "duplicate node name '", name, "'");
@@ -130,11 +130,11 @@ const std::string& Graph::add(std::string name, OpKind op, Attrs attrs,
   return nodes_.back().name;
 }
 
-const std::string& Graph::input(const std::string& name, Shape shape) {
+std::string Graph::input(const std::string& name, Shape shape) {
   return add(name, OpKind::kInput, InputAttrs{std::move(shape)}, {});
 }
 
-const std::string& Graph::conv2d(const std::string& name, const std::string& in,
+std::string Graph::conv2d(const std::string& name, const std::string& in,
                                  int64_t out_channels, int64_t kernel, int64_t stride,
                                  int64_t padding, int64_t groups, bool bias) {
   Conv2dAttrs a;
@@ -148,7 +148,7 @@ const std::string& Graph::conv2d(const std::string& name, const std::string& in,
   return add(name, OpKind::kConv2d, a, {in});
 }
 
-const std::string& Graph::linear(const std::string& name, const std::string& in,
+std::string Graph::linear(const std::string& name, const std::string& in,
                                  int64_t out_features, bool bias) {
   LinearAttrs a;
   a.in_features = contains(in) && !node(in).shape.empty() ? node(in).shape.back() : 0;
@@ -157,17 +157,17 @@ const std::string& Graph::linear(const std::string& name, const std::string& in,
   return add(name, OpKind::kLinear, a, {in});
 }
 
-const std::string& Graph::batch_norm(const std::string& name, const std::string& in) {
+std::string Graph::batch_norm(const std::string& name, const std::string& in) {
   BatchNormAttrs a;
   a.num_features = contains(in) && !node(in).shape.empty() ? node(in).shape[0] : 0;
   return add(name, OpKind::kBatchNorm, a, {in});
 }
 
-const std::string& Graph::unary(const std::string& name, OpKind op, const std::string& in) {
+std::string Graph::unary(const std::string& name, OpKind op, const std::string& in) {
   return add(name, op, default_attrs(op), {in});
 }
 
-const std::string& Graph::max_pool(const std::string& name, const std::string& in,
+std::string Graph::max_pool(const std::string& name, const std::string& in,
                                    int64_t kernel, int64_t stride, int64_t padding) {
   PoolAttrs a;
   a.kernel = {kernel, kernel};
@@ -176,7 +176,7 @@ const std::string& Graph::max_pool(const std::string& name, const std::string& i
   return add(name, OpKind::kMaxPool, a, {in});
 }
 
-const std::string& Graph::avg_pool(const std::string& name, const std::string& in,
+std::string Graph::avg_pool(const std::string& name, const std::string& in,
                                    int64_t kernel, int64_t stride, int64_t padding) {
   PoolAttrs a;
   a.kernel = {kernel, kernel};
@@ -185,19 +185,19 @@ const std::string& Graph::avg_pool(const std::string& name, const std::string& i
   return add(name, OpKind::kAvgPool, a, {in});
 }
 
-const std::string& Graph::flatten(const std::string& name, const std::string& in) {
+std::string Graph::flatten(const std::string& name, const std::string& in) {
   return add(name, OpKind::kFlatten, FlattenAttrs{}, {in});
 }
 
-const std::string& Graph::add_op(const std::string& name, std::vector<std::string> ins) {
+std::string Graph::add_op(const std::string& name, std::vector<std::string> ins) {
   return add(name, OpKind::kAdd, NoAttrs{}, std::move(ins));
 }
 
-const std::string& Graph::concat(const std::string& name, std::vector<std::string> ins) {
+std::string Graph::concat(const std::string& name, std::vector<std::string> ins) {
   return add(name, OpKind::kConcat, ConcatAttrs{}, std::move(ins));
 }
 
-const std::string& Graph::dropout(const std::string& name, const std::string& in, double p) {
+std::string Graph::dropout(const std::string& name, const std::string& in, double p) {
   return add(name, OpKind::kDropout, DropoutAttrs{p}, {in});
 }
 
@@ -559,7 +559,7 @@ namespace {
 // Reads attribute keys, rejecting unknown ones so that a typo is not ignored.
 class AttrReader {
  public:
-  AttrReader(const json& a, const std::string& node) : a_(a), node_(node) {
+  AttrReader(json a, const std::string& node) : a_(std::move(a)), node_(node) {
     if (!a_.is_null() && !a_.is_object())
       throw GraphError(str_cat("node '", node_, "': attrs must be an object"));
   }
@@ -598,7 +598,7 @@ class AttrReader {
   }
 
  private:
-  const json& a_;
+  json a_;
   std::string node_;
   std::vector<const char*> used_;
 };

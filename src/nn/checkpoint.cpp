@@ -180,6 +180,9 @@ void save_model(const std::string& path, GraphModule& model, const std::string& 
 GraphModule load_model(const std::string& path, std::string* meta_json) {
   Checkpoint ck = load_checkpoint(path);
   GraphModule m(ck.graph);
+  // Names starting with "__" are not model tensors (optimizer state in training checkpoints).
+  for (auto it = ck.tensors.begin(); it != ck.tensors.end();)
+    it = it->first.rfind("__", 0) == 0 ? ck.tensors.erase(it) : std::next(it);
   try {
     m->load_state(ck.tensors, true);
   } catch (const ValueError& e) {

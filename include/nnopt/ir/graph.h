@@ -132,27 +132,27 @@ class Graph {
   Graph() = default;
 
   // ---- building (each returns the new node's name, so calls chain) ----
-  /// Adds a node. Its inputs must already exist (this keeps topological order).
+  /// Adds a node and returns its name. Its inputs must already exist (this keeps topological order).
   /// Throws GraphError on a duplicate or empty name, an unknown input, or
   /// attributes of the wrong type. Shapes are inferred at once.
-  const std::string& add(std::string name, OpKind op, Attrs attrs,
+  std::string add(std::string name, OpKind op, Attrs attrs,
                          std::vector<std::string> inputs);
-  const std::string& input(const std::string& name, Shape shape);
-  const std::string& conv2d(const std::string& name, const std::string& in, int64_t out_channels,
+  std::string input(const std::string& name, Shape shape);
+  std::string conv2d(const std::string& name, const std::string& in, int64_t out_channels,
                             int64_t kernel, int64_t stride = 1, int64_t padding = 0,
                             int64_t groups = 1, bool bias = false);
-  const std::string& linear(const std::string& name, const std::string& in, int64_t out_features,
+  std::string linear(const std::string& name, const std::string& in, int64_t out_features,
                             bool bias = true);
-  const std::string& batch_norm(const std::string& name, const std::string& in);
-  const std::string& unary(const std::string& name, OpKind op, const std::string& in);
-  const std::string& max_pool(const std::string& name, const std::string& in, int64_t kernel,
+  std::string batch_norm(const std::string& name, const std::string& in);
+  std::string unary(const std::string& name, OpKind op, const std::string& in);
+  std::string max_pool(const std::string& name, const std::string& in, int64_t kernel,
                               int64_t stride, int64_t padding = 0);
-  const std::string& avg_pool(const std::string& name, const std::string& in, int64_t kernel,
+  std::string avg_pool(const std::string& name, const std::string& in, int64_t kernel,
                               int64_t stride, int64_t padding = 0);
-  const std::string& flatten(const std::string& name, const std::string& in);
-  const std::string& add_op(const std::string& name, std::vector<std::string> ins);
-  const std::string& concat(const std::string& name, std::vector<std::string> ins);
-  const std::string& dropout(const std::string& name, const std::string& in, double p);
+  std::string flatten(const std::string& name, const std::string& in);
+  std::string add_op(const std::string& name, std::vector<std::string> ins);
+  std::string concat(const std::string& name, std::vector<std::string> ins);
+  std::string dropout(const std::string& name, const std::string& in, double p);
 
   /// The node whose output is the model output (default: the last node added).
   void set_output(const std::string& name);

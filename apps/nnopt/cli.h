@@ -1,0 +1,68 @@
+#pragma once
+// Shared pieces of the nnopt command line. The CLI is thin: it parses, calls
+// the library, prints. Human output goes to stdout (or stderr with --json,
+// where stdout carries one JSON document); progress and logs go to stderr.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "nnopt/nn/graph_module.h"
+
+namespace nnopt::cli {
+
+/// Options every subcommand takes.
+struct Common {
+  int threads = 0;            // 0 = core count
+  uint64_t seed = 0;
+  std::string out;            // output folder or file
+  bool json = false;
+  std::string progress = "auto";
+  std::string config;         // JSON or YAML file with option values
+};
+
+/// The model a command works on: a checkpoint path or a zoo model name.
+struct ModelSource {
+  std::string checkpoint;
+  std::string model;
+  std::string input_shape;    // "1,28,28"; for zoo models
+  int64_t num_classes = 10;
+  double width = 1.0;
+  int64_t depth = 20;
+};
+
+struct DataArgs {
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;
+  int64_t limit = 0;
+};
+
+void add_common(CLI::App* app, Common& c, bool with_out = true);
+void add_data(CLI::App* app, DataArgs& d);
+void add_model_options(CLI::App* app, ModelSource& m);
+
+/// Parses "1,28,28" into a shape; throws ValueError naming `what`.
+std::vector<int64_t> parse_shape(const std::string& s, const std::string& what);
+/// Builds or loads the model. `meta` receives the checkpoint's metadata JSON.
+GraphModule load_source(const ModelSource& m, std::string* meta = nullptr);
+/// Applies --threads and --seed.
+void apply_common(const Common& c);
+/// Prints `human` to stdout, or `json` to stdout with --json (then human to nothing).
+void emit(const Common& c, const std::string& human, const std::string& json);
+
+// Subcommands: each registers itself and sets `run` when selected.
+using Runner = std::function<int()>;
+void register_train(CLI::App& app, Runner& run);
+void register_eval(CLI::App& app, Runner& run);
+void register_profile(CLI::App& app, Runner& run);
+void register_export(CLI::App& app, Runner& run);
+void register_import(CLI::App& app, Runner& run);
+void register_demo(CLI::App& app, Runner& run);
+
+/// Rewrites argv so that values from `--config FILE` come first and flags
+/// given on the command line override them. Throws ValueError for an unknown
+/// key (naming it and the file) and FileError for an unreadable file.
+std::vector<std::string> expand_config(CLI::App& app, const std::vector<std::string>& args);
+
+}  // namespace nnopt::cli

@@ -1,0 +1,43 @@
+#pragma once
+// Profiling: parameters, MACs, size on disk, latency.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "nnopt/nn/graph_module.h"
+
+namespace nnopt {
+
+struct LatencyOptions {
+  int64_t warmup = 5;       ///< untimed runs first
+  int64_t repeats = 30;     ///< timed runs; the median is reported
+  double max_seconds = 20;  ///< stop repeating early once this much time is spent (>= 3 repeats)
+};
+
+struct Latency {
+  int64_t batch = 1;
+  double median_ms = 0, p10_ms = 0, p90_ms = 0;
+  int64_t repeats = 0;
+  int threads = 1;
+  double images_per_sec() const { return median_ms > 0 ? 1000.0 * batch / median_ms : 0; }
+};
+
+/// Times `fn` (one forward pass of `batch` samples): warm-up, then repeats; median and spread.
+Latency time_forward(const std::function<void()>& fn, int64_t batch, const LatencyOptions& opt = {});
+/// Latency of `model` in eval mode, no grad, on random input of the model's input shape.
+Latency measure_latency(GraphModule& model, int64_t batch, const LatencyOptions& opt = {});
+
+struct ModelProfile {
+  int64_t params = 0;
+  int64_t macs = 0;          ///< per sample
+  int64_t size_bytes = 0;    ///< size of the nnopt checkpoint
+  std::vector<Latency> latency;
+  std::string to_json() const;
+  std::string to_table() const;
+};
+
+/// Profiles `model`: counts from the graph, checkpoint size, latency at each batch size.
+ModelProfile profile_model(GraphModule& model, const std::vector<int64_t>& batches,
+                           const LatencyOptions& opt = {});
+
+}  // namespace nnopt

@@ -1,0 +1,127 @@
+// The nnopt command line, run as a user would: exit codes, one-line errors,
+// config files, outputs, and a training run killed with SIGKILL and resumed.
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "test_util.h"
+
+using nnopt::read_file;
+using nnopt::test::run_cli;
+using nnopt::test::temp_dir;
+using json = nlohmann::json;
+
+namespace {
+int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+void expect_usage_error(const std::string& args, const std::string& text, const std::string& tmp) {
+  auto r = run_cli(args, tmp);
+  EXPECT_EQ(r.code, 2) << args << "\nstderr: " << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << args << "\nstderr: " << r.err;
+  EXPECT_NE(r.err.find(text), std::string::npos) << args << "\nstderr: " << r.err;
+}
+
+json last_metrics(const std::string& dir) {
+  std::ifstream f(dir + "/metrics.jsonl");
+  std::string line, last;
+  while (std::getline(f, line))
+    if (!line.empty()) last = line;
+  return json::parse(last);
+}
+}  // namespace
+
+TEST(Cli, BadUsageExitsTwoWithOneLine) {
+  auto tmp = temp_dir("cli_bad");
+  expect_usage_error("train --model mlp --epochs -3", "--epochs", tmp);
+  expect_usage_error("train --model mlp --bogus 1", "bogus", tmp);
+  expect_usage_error("frobnicate", "subcommand", tmp);
+  expect_usage_error("eval " + tmp + "/missing.nnopt", tmp + "/missing.nnopt", tmp);
+  expect_usage_error("train --model nosuchnet --dataset synthetic --limit 64 --epochs 1 --out " + tmp,
+                     "unknown model", tmp);
+  expect_usage_error("train --model mlp --dataset cifar --epochs 1", "cifar", tmp);
+  expect_usage_error("train --model mlp --dataset mnist --data-dir " + tmp + "/nodir --epochs 1",
+                     tmp + "/nodir", tmp);
+  expect_usage_error("train --model mlp --lr 0 --epochs 1", "--lr", tmp);
+  expect_usage_error("profile", "CHECKPOINT or --model", tmp);
+  expect_usage_error("import " + tmp + "/x.pt", "--input-shape", tmp);
+  expect_usage_error("profile --model lenet5 --input-shape 1,x,28", "--input-shape", tmp);
+  std::ofstream(tmp + "/notck.nnopt") << "hello";
+  expect_usage_error("eval " + tmp + "/notck.nnopt --dataset synthetic", "not an nnopt checkpoint",
+                     tmp);
+  auto help = run_cli("train --help", tmp);
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("--epochs"), std::string::npos);
+}
+
+TEST(Cli, ConfigFilesAndFlagsOverride) {
+  auto tmp = temp_dir("cli_config");
+  std::ofstream(tmp + "/bad.yaml") << "model: mlp\nepochz: 3\n";
+  expect_usage_error("train --config " + tmp + "/bad.yaml", "unknown key 'epochz'", tmp);
+  std::ofstream(tmp + "/broken.json") << "{\"epochs\": [1,";
+  expect_usage_error("train --config " + tmp + "/broken.json", "does not parse", tmp);
+  std::ofstream(tmp + "/range.json") << "{\"model\": \"mlp\", \"epochs\": 0}";
+  expect_usage_error("train --config " + tmp + "/range.json", "epochs", tmp);
+
+  std::ofstream(tmp + "/ok.yaml") << "model: mlp\ndataset: synthetic\nlimit: 512\nepochs: 5\n"
+                                     "batch_size: 64\nlr: 0.05\nnesterov: true\nprogress: off\n";
+  auto r = run_cli("train --config " + tmp + "/ok.yaml --epochs 2 --json --out " + tmp + "/run", tmp);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["epochs"], 2);  // the flag won over the file
+  EXPECT_GT(j["test_accuracy"].get<double>(), 0.5);
+  std::string metrics = read_file(tmp + "/run/metrics.jsonl");
+  EXPECT_EQ(count_lines(metrics), 2);
+
+  // eval of the written model gives the accuracy train reported.
+  auto e = run_cli("eval " + tmp + "/run/model.nnopt --dataset synthetic --limit 512 --json", tmp);
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NEAR(json::parse(e.out)["accuracy"].get<double>(), j["test_accuracy"].get<double>(), 1e-9);
+
+  std::ofstream(tmp + "/ok.json") << R"({"model": "lenet5", "batch": 8, "repeats": 3})";
+  auto p = run_cli("profile --config " + tmp + "/ok.json --json", tmp);
+  ASSERT_EQ(p.code, 0) << p.err;
+  json pj = json::parse(p.out);
+  EXPECT_GT(pj["params"].get<int64_t>(), 40000);
+  EXPECT_EQ(pj["latency"].size(), 2u);
+  EXPECT_EQ(pj["latency"][1]["batch"], 8);
+}
+
+TEST(Cli, KilledTrainingResumesToTheSameResult) {
+  auto tmp = temp_dir("cli_kill");
+  std::string common =
+      "train --model lenet5 --dataset synthetic --limit 3000 --epochs 4 --batch-size 32 "
+      "--lr 0.02 --crop-padding 2 --hflip --seed 5 --threads 2 --progress lines --out ";
+  auto full = run_cli(common + tmp + "/full", tmp);
+  ASSERT_EQ(full.code, 0) << full.err;
+
+  // Start the same run in the background, kill it with SIGKILL once it has checkpointed.
+  std::string run = tmp + "/killed";
+  std::string cmd = std::string(NNOPT_CLI) + " " + common + run + " >/dev/null 2>&1 & echo $! > " +
+                    tmp + "/pid";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  pid_t pid = std::stoi(read_file(tmp + "/pid"));
+  int lines = 0;
+  for (int i = 0; i < 6000 && lines < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (nnopt::path_exists(run + "/metrics.jsonl")) lines = count_lines(read_file(run + "/metrics.jsonl"));
+  }
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  for (int i = 0; i < 500 && ::kill(pid, 0) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  int done = count_lines(read_file(run + "/metrics.jsonl"));
+  ASSERT_GE(done, 1);
+  ASSERT_LT(done, 4) << "the run finished before it could be killed; make it longer";
+
+  auto resumed = run_cli(common + run + " --resume", tmp);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resuming from"), std::string::npos);
+  json a = last_metrics(tmp + "/full"), b = last_metrics(run);
+  EXPECT_EQ(a["epoch"], 3);
+  EXPECT_EQ(b["epoch"], 3);
+  for (const char* k : {"train_loss", "train_acc", "val_loss", "val_acc", "lr"})
+    EXPECT_EQ(a[k], b[k]) << k;
+  EXPECT_EQ(count_lines(read_file(run + "/metrics.jsonl")), 4);
+}
