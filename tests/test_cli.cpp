@@ -125,3 +125,20 @@ TEST(Cli, KilledTrainingResumesToTheSameResult) {
     EXPECT_EQ(a[k], b[k]) << k;
   EXPECT_EQ(count_lines(read_file(run + "/metrics.jsonl")), 4);
 }
+
+TEST(Cli, DemoPrintsTheTable) {
+  if (!nnopt::path_exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
+    GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  auto tmp = temp_dir("cli_demo");
+  auto r = run_cli("demo --limit 2000 --epochs 1 --progress off --out " + tmp + "/demo", tmp);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* col : {"test acc %", "params", "MACs", "size KiB", "b1 ms", "b64 ms"})
+    EXPECT_NE(r.out.find(col), std::string::npos) << col << "\n" << r.out;
+  EXPECT_NE(r.out.find("lenet5"), std::string::npos);
+  EXPECT_NE(r.out.find("61706"), std::string::npos) << "lenet5 parameter count";
+  auto j = run_cli("demo --limit 2000 --epochs 3 --progress off --json --out " + tmp + "/demo2", tmp);
+  ASSERT_EQ(j.code, 0) << j.err;
+  auto parsed = json::parse(j.out);
+  EXPECT_GT(parsed["test_accuracy"].get<double>(), 0.5);
+  EXPECT_EQ(parsed["rows"].size(), 1u);
+}

@@ -5,8 +5,9 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <functional>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -23,12 +24,25 @@ namespace {
 constexpr double kTol = 1e-5;
 const char* kPython = "/usr/bin/python3";
 
+std::string tmp_root() {
+  const char* env = std::getenv("NNOPT_TEST_TMP");
+  return env && *env ? env : "/tmp";
+}
+
+// This process's scratch folder; removed when the test program ends.
 std::string tmp_dir() {
   static std::string dir = [] {
-    const char* env = std::getenv("NNOPT_TEST_TMP");
-    std::string d = path_join(env && *env ? env : "/tmp",
-                              "torchscript_test_" + std::to_string(::getpid()));
+    std::string d = path_join(tmp_root(), "torchscript_test_" + std::to_string(::getpid()));
     make_dirs(d);
+    struct Cleanup : ::testing::Environment {
+      explicit Cleanup(std::string d) : dir(std::move(d)) {}
+      void TearDown() override {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      }
+      std::string dir;
+    };
+    ::testing::AddGlobalTestEnvironment(new Cleanup(d));
     return d;
   }();
   return dir;
@@ -103,10 +117,23 @@ std::string error_of(const std::function<void()>& f) {
 // Python writes the models once for the whole suite.
 class TorchScriptImport : public ::testing::Test {
  protected:
+  // ctest runs each test in its own process, so the models are cached in a
+  // folder named by a hash of the generating scripts: written to a private
+  // folder, then renamed into place (the first process to finish wins).
   static void SetUpTestSuite() {
     if (!python_has_torch()) return;
-    dir_ = path_join(tmp_dir(), "models");
-    ok_ = run_python("ts_make_models.py", {dir_});
+    const std::string py = NNOPT_SOURCE_DIR "/tests/py/";
+    size_t h = std::hash<std::string>()(read_file(py + "ts_make_models.py") +
+                                        read_file(py + "ts_tensor_io.py"));
+    dir_ = path_join(tmp_root(), str_cat("torchscript_models_", std::hex, h));
+    if (!path_exists(path_join(dir_, "meta.json"))) {
+      std::string mine = path_join(tmp_dir(), "models");
+      ok_ = run_python("ts_make_models.py", {mine});
+      if (!ok_) return;
+      std::error_code ec;
+      std::filesystem::rename(mine, dir_, ec);  // fails if another process was first
+    }
+    ok_ = path_exists(path_join(dir_, "meta.json"));
     if (ok_) meta_ = nlohmann::json::parse(read_file(path_join(dir_, "meta.json")));
   }
   void SetUp() override {
@@ -164,14 +191,12 @@ TEST_F(TorchScriptImport, ResNetBlocksByModulePath) {
   ImportedModel s = check("resnet", "script");
   ImportedModel t = check("resnet", "trace");
   const Graph& g = s.graph;
-  for (const char* n :
-       {"conv1", "bn1", "relu", "maxpool", "layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu",
-        "layer1.0.relu_1", "layer1.0.add", "layer2.0.downsample.0", "layer2.0.downsample.1",
-        "layer2.1.conv2", "avgpool", "flatten", "fc"})
+  for (const char* n : {"conv1", "bn1", "relu", "maxpool", "layer1.0.conv1", "layer1.0.bn1",
+                        "layer1.0.relu", "layer1.0.relu_1", "layer1.0.add", "layer2.0.downsample.0",
+                        "layer2.0.downsample.1", "layer2.1.conv2", "avgpool", "flatten", "fc"})
     EXPECT_TRUE(g.contains(n)) << "no node '" << n << "' in\n" << g.summary();
   EXPECT_EQ(g.node("layer1.0.add").op, OpKind::kAdd);
-  EXPECT_EQ(g.node("layer1.0.add").inputs,
-            (std::vector<std::string>{"layer1.0.bn2", "maxpool"}));
+  EXPECT_EQ(g.node("layer1.0.add").inputs, (std::vector<std::string>{"layer1.0.bn2", "maxpool"}));
   EXPECT_EQ(g.node("layer2.0.add").inputs,
             (std::vector<std::string>{"layer2.0.bn2", "layer2.0.downsample.1"}));
   EXPECT_EQ(g.node("layer2.0.downsample.0").as<Conv2dAttrs>().stride, (Pair{2, 2}));
@@ -233,8 +258,21 @@ TEST_F(TorchScriptImport, UnsupportedOpsAreAllListedWithTheirPlace) {
   EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
 }
 
+TEST_F(TorchScriptImport, SharedWeightsAndTupleOutputsAreGraphErrors) {
+  std::string shared = path_join(dir_, "shared.pt");
+  EXPECT_THROW(import_torchscript(shared, {2, 8, 8}), GraphError);
+  std::string msg = error_of([&] { import_torchscript(shared, {2, 8, 8}); });
+  EXPECT_NE(msg.find("module 'conv' is called more than once"), std::string::npos) << msg;
+  std::string two = path_join(dir_, "two_outputs.pt");
+  EXPECT_THROW(import_torchscript(two, {1, 8, 8}), GraphError);
+  msg = error_of([&] { import_torchscript(two, {1, 8, 8}); });
+  EXPECT_NE(msg.find("must return one tensor"), std::string::npos) << msg;
+}
+
 TEST_F(TorchScriptImport, WrongInputShapeIsAGraphError) {
-  std::string msg = error_of([&] { import_torchscript(path_join(dir_, "lenet_script.pt"), {3, 28, 28}); });
+  std::string msg = error_of([&] {
+    import_torchscript(path_join(dir_, "lenet_script.pt"), {3, 28, 28});
+  });
   EXPECT_NE(msg.find("conv1"), std::string::npos) << msg;
   EXPECT_THROW(import_torchscript(path_join(dir_, "lenet_script.pt"), {1, 20, 20}), GraphError);
 }
@@ -273,8 +311,8 @@ Graph export_graph() {
   ap.padding = {1, 1};
   ap.count_include_pad = false;
   g.add("branch.pool", OpKind::kAvgPool, ap, {"branch.bn"});  // [4, 4, 4]
-  g.max_pool("main_pool", "block.0", 2, 2);                  // [8, 4, 4]
-  g.concat("cat", {"main_pool", "branch.pool"});             // [12, 4, 4]
+  g.max_pool("main_pool", "block.0", 2, 2);                   // [8, 4, 4]
+  g.concat("cat", {"main_pool", "branch.pool"});              // [12, 4, 4]
   g.add("gap", OpKind::kGlobalAvgPool, NoAttrs{}, {"cat"});
   g.flatten("flatten", "gap");
   g.dropout("head.drop", "flatten", 0.25);
@@ -314,8 +352,9 @@ TEST(TorchScriptExport, PyTorchLoadsItAndGivesTheSameOutput) {
   torch::manual_seed(1);
   auto x = torch::randn({3, 3, 16, 16});
   write_tensor(path_join(dir, "x.bin"), x);
-  ASSERT_TRUE(run_python("ts_run_exported.py", {model, path_join(dir, "x.bin"),
-                                                path_join(dir, "y.bin"), path_join(dir, "keys.txt")}));
+  ASSERT_TRUE(run_python(
+      "ts_run_exported.py",
+      {model, path_join(dir, "x.bin"), path_join(dir, "y.bin"), path_join(dir, "keys.txt")}));
   torch::NoGradGuard ng;
   auto want = m->forward(x);
   EXPECT_LE(max_abs_diff(read_tensor(path_join(dir, "y.bin")), want), kTol);

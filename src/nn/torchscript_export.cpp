@@ -35,11 +35,11 @@ std::vector<std::string> split_dots(const std::string& s) {
 
 bool is_identifier(const std::string& s) {
   static const std::set<std::string> kKeywords = {
-      "False", "None",   "True",  "and",    "as",       "assert", "async",  "await",
-      "break", "class",  "continue", "def", "del",      "elif",   "else",   "except",
-      "finally", "for",  "from",  "global", "if",       "import", "in",     "is",
-      "lambda", "nonlocal", "not", "or",    "pass",     "raise",  "return", "try",
-      "while", "with",   "yield", "self",   "torch",    "Tensor", "getattr"};
+      "False",   "None",     "True",     "and",    "as",    "assert", "async",  "await",
+      "break",   "class",    "continue", "def",    "del",   "elif",   "else",   "except",
+      "finally", "for",      "from",     "global", "if",    "import", "in",     "is",
+      "lambda",  "nonlocal", "not",      "or",     "pass",  "raise",  "return", "try",
+      "while",   "with",     "yield",    "self",   "torch", "Tensor", "getattr"};
   if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
   for (char c : s)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
@@ -94,9 +94,15 @@ std::string node_forward(const Node& n, const NodeModuleImpl& m) {
                      float_lit(a.eps), ", False)");
       break;
     }
-    case OpKind::kReLU: body = "torch.relu(x)"; break;
-    case OpKind::kReLU6: body = "torch.hardtanh(x, 0.0, 6.0)"; break;
-    case OpKind::kHardswish: body = "torch.hardswish(x)"; break;
+    case OpKind::kReLU:
+      body = "torch.relu(x)";
+      break;
+    case OpKind::kReLU6:
+      body = "torch.hardtanh(x, 0.0, 6.0)";
+      break;
+    case OpKind::kHardswish:
+      body = "torch.hardswish(x)";
+      break;
     case OpKind::kMaxPool: {
       const auto& a = n.as<PoolAttrs>();
       body = str_cat("torch.max_pool2d(x, ", pair_lit(a.kernel), ", ", pair_lit(a.stride), ", ",
@@ -110,7 +116,9 @@ std::string node_forward(const Node& n, const NodeModuleImpl& m) {
                      bool_lit(a.count_include_pad), ", None)");
       break;
     }
-    case OpKind::kGlobalAvgPool: body = "torch.adaptive_avg_pool2d(x, [1, 1])"; break;
+    case OpKind::kGlobalAvgPool:
+      body = "torch.adaptive_avg_pool2d(x, [1, 1])";
+      break;
     case OpKind::kFlatten:
       body = str_cat("torch.flatten(x, ", n.as<FlattenAttrs>().start_dim, ", -1)");
       break;
@@ -126,9 +134,12 @@ std::string node_forward(const Node& n, const NodeModuleImpl& m) {
     case OpKind::kDropout:  // eval semantics; kept as an op so that it imports back
       body = str_cat("torch.dropout(x, ", float_lit(n.as<DropoutAttrs>().p), ", False)");
       break;
-    case OpKind::kIdentity: body = "x"; break;
+    case OpKind::kIdentity:
+      body = "x";
+      break;
     case OpKind::kInput:
-    case OpKind::kCount: throw ValueError(str_cat("node '", n.name, "': cannot export this op"));
+    case OpKind::kCount:
+      throw ValueError(str_cat("node '", n.name, "': cannot export this op"));
   }
   return str_cat("def forward(self", args, ") -> Tensor:\n    return ", body, "\n");
 }
@@ -223,8 +234,8 @@ void export_torchscript(GraphModule& model, const std::string& path) {
     try {
       mods.at(n.name).define(src);
     } catch (const c10::Error& e) {
-      throw ValueError(str_cat("cannot export node '", n.name, "' to TorchScript: ",
-                               e.what_without_backtrace()));
+      throw ValueError(str_cat("cannot export node '", n.name,
+                               "' to TorchScript: ", e.what_without_backtrace()));
     }
     std::string v = str_cat("v", k++);
     fwd << "    " << v << " = " << access(n.name) << ".forward(";
@@ -236,15 +247,15 @@ void export_torchscript(GraphModule& model, const std::string& path) {
   try {
     root.define(fwd.str());
   } catch (const c10::Error& e) {
-    throw ValueError(str_cat("cannot export the model to TorchScript: ",
-                             e.what_without_backtrace()));
+    throw ValueError(
+        str_cat("cannot export the model to TorchScript: ", e.what_without_backtrace()));
   }
   std::ostringstream bytes;
   try {
     root.save(bytes);
   } catch (const c10::Error& e) {
-    throw FileError(str_cat("cannot write TorchScript file '", path,
-                            "': ", e.what_without_backtrace()));
+    throw FileError(
+        str_cat("cannot write TorchScript file '", path, "': ", e.what_without_backtrace()));
   }
   write_file_atomic(path, bytes.str());
 }

@@ -133,18 +133,25 @@ SV from_ivalue(const c10::IValue& iv, const std::string& path) {
 
 std::string sv_str(const SV& v) {
   switch (v.kind) {
-    case SV::kInt: return std::to_string(v.i);
-    case SV::kBatch: return "N";
-    case SV::kDouble: return str_cat(v.d);
-    case SV::kBool: return v.b ? "True" : "False";
-    case SV::kNone: return "None";
-    case SV::kString: return "'" + v.s + "'";
+    case SV::kInt:
+      return std::to_string(v.i);
+    case SV::kBatch:
+      return "N";
+    case SV::kDouble:
+      return str_cat(v.d);
+    case SV::kBool:
+      return v.b ? "True" : "False";
+    case SV::kNone:
+      return "None";
+    case SV::kString:
+      return "'" + v.s + "'";
     case SV::kList: {
       std::string s = "[";
       for (size_t k = 0; k < v.list.size(); ++k) s += (k ? ", " : "") + sv_str(v.list[k]);
       return s + "]";
     }
-    default: return "?";
+    default:
+      return "?";
   }
 }
 
@@ -168,7 +175,8 @@ class Importer {
 
   // ---- graph preparation ----
   void prepare_graph();
-  static void collect_scalar_attrs(jit::Block* b, std::vector<jit::Node*>& out);
+  static void collect_scalar_attrs(jit::Block* b, std::vector<jit::Node*>& out,
+                                   std::set<std::string>& assigned);
 
   // ---- naming ----
   std::string scope_path(jit::Node* n) const;
@@ -186,7 +194,6 @@ class Importer {
   static Pair as_pair(const SV& v, const char* what, bool empty_ok = false);
   const Shape& shape_of(const SV& act) const { return graph_.node(act.s).shape; }
   const SV& need_act(jit::Node* n, size_t k);
-  const SV& need_tensor(jit::Node* n, size_t k, int64_t rank);
   std::string add_node(jit::Node* n, std::string name, OpKind op, Attrs attrs,
                        std::vector<std::string> ins);
   void add_tensor(const std::string& name, const at::Tensor& t);
@@ -194,6 +201,7 @@ class Importer {
   // ---- converters ----
   void register_handlers();
   void convert(jit::Node* n);
+  void process_block(jit::Block* block);
   void unary(jit::Node* n, OpKind op);
   void conv(jit::Node* n, const SV& x, const SV& w, const SV& b, const SV& stride, const SV& pad,
             const SV& dil, const SV& groups);
@@ -218,9 +226,12 @@ class Importer {
 
 // ------------------------------------------------------------------ preparation
 
-// prim::GetAttr nodes whose output is a scalar (bool, int, float, str, None).
-void Importer::collect_scalar_attrs(jit::Block* b, std::vector<jit::Node*>& out) {
+// prim::GetAttr nodes whose output is a scalar (bool, int, float, str, None),
+// and the names of attributes that forward assigns (prim::SetAttr).
+void Importer::collect_scalar_attrs(jit::Block* b, std::vector<jit::Node*>& out,
+                                    std::set<std::string>& assigned) {
   for (jit::Node* n : b->nodes()) {
+    if (n->kind() == c10::prim::SetAttr) assigned.insert(n->s(jit::attr::name));
     if (n->kind() == c10::prim::GetAttr) {
       auto k = n->output()->type()->kind();
       if (k == c10::TypeKind::BoolType || k == c10::TypeKind::IntType ||
@@ -228,7 +239,7 @@ void Importer::collect_scalar_attrs(jit::Block* b, std::vector<jit::Node*>& out)
           k == c10::TypeKind::NoneType)
         out.push_back(n);
     }
-    for (jit::Block* sub : n->blocks()) collect_scalar_attrs(sub, out);
+    for (jit::Block* sub : n->blocks()) collect_scalar_attrs(sub, out, assigned);
   }
 }
 
@@ -241,8 +252,10 @@ void Importer::prepare_graph() {
   // other scalar attributes (`self.use_res`, `self.inplace`, ...) become the
   // constants they hold, so that constant propagation removes the branches on
   // them. Tensors and submodules stay attributes (their paths name the nodes).
+  // Attributes that forward itself assigns are left alone.
   std::vector<jit::Node*> attrs;
-  collect_scalar_attrs(g_->block(), attrs);
+  std::set<std::string> assigned;
+  collect_scalar_attrs(g_->block(), attrs, assigned);
   std::unordered_map<const jit::Value*, c10::IValue> resolved;
   resolved[g_->inputs()[0]] = root_._ivalue();
   std::function<c10::optional<c10::IValue>(jit::Value*)> resolve =
@@ -264,6 +277,7 @@ void Importer::prepare_graph() {
     if (n->s(jit::attr::name) == "training") {
       value = false;
     } else {
+      if (assigned.count(n->s(jit::attr::name))) continue;
       auto r = resolve(n->output());
       if (!r || !(r->isBool() || r->isInt() || r->isDouble() || r->isNone() || r->isString()))
         continue;
@@ -310,9 +324,9 @@ std::string Importer::scope_path(jit::Node* n) const {
     int matches = 0;
     for (const auto& [p, m] : modules_) {
       if (p == direct || !(cur.empty() || starts_with(p, cur + "."))) continue;
-      bool name_ok = p == name || (p.size() > name.size() &&
-                                   p.compare(p.size() - name.size() - 1, std::string::npos,
-                                             "." + name) == 0);
+      bool name_ok =
+          p == name || (p.size() > name.size() &&
+                        p.compare(p.size() - name.size() - 1, std::string::npos, "." + name) == 0);
       if (name_ok && type && m.type().get() == type) {
         found = p;
         ++matches;
@@ -372,8 +386,8 @@ std::string Importer::param_node_name(jit::Node* n, const SV& w) const {
   std::string path = w.kind == SV::kTensor ? parent_path(w.s) : std::string();
   if (path.empty()) return unique_name(op_short(n->kind().toQualString()));
   if (used_.count(path))
-    throw Unsupported{str_cat("module '", path,
-                              "' is called more than once (shared weights are not supported)")};
+    throw Unsupported{
+        str_cat("module '", path, "' is called more than once (shared weights are not supported)")};
   return path;
 }
 
@@ -411,14 +425,6 @@ const SV& Importer::need_act(jit::Node* n, size_t k) {
   const SV& v = in(n, k);
   if (v.kind != SV::kAct)
     throw Unsupported{str_cat("argument ", k, " is not a tensor computed from the input")};
-  return v;
-}
-
-const SV& Importer::need_tensor(jit::Node* n, size_t k, int64_t rank) {
-  const SV& v = in(n, k);
-  if (v.kind != SV::kTensor || v.transposed || v.t.dim() != rank)
-    throw Unsupported{str_cat("argument ", k, " is not a ", rank,
-                              "-d parameter, buffer or constant")};
   return v;
 }
 
@@ -548,8 +554,8 @@ void Importer::reshape(jit::Node* n) {
     return;
   }
   if (per.size() != 1)
-    throw Unsupported{str_cat("reshape of per-sample shape ", c10::IntArrayRef(s), " to ", sv_str(target),
-                              " (only flattening to [N, -1] is supported)")};
+    throw Unsupported{str_cat("reshape of per-sample shape ", c10::IntArrayRef(s), " to ",
+                              sv_str(target), " (only flattening to [N, -1] is supported)")};
   FlattenAttrs a;
   a.start_dim = 1;
   set_out(n, SV::act(add_node(n, functional_name(n), OpKind::kFlatten, a, {x.s})));
@@ -565,19 +571,27 @@ SV Importer::arith(jit::Node* n, const std::string& op) {
   if (!is_num(a) || !is_num(b)) return SV::of(SV::kSymbolic);
   if (a.kind == SV::kDouble || b.kind == SV::kDouble || op == "div") {
     double x = as_double(a, "operand"), y = as_double(b, "operand"), r = 0;
-    if (op == "add") r = x + y;
-    else if (op == "sub") r = x - y;
-    else if (op == "mul") r = x * y;
-    else if (op == "div") r = x / y;
-    else if (op == "floordiv") r = std::floor(x / y);
+    if (op == "add")
+      r = x + y;
+    else if (op == "sub")
+      r = x - y;
+    else if (op == "mul")
+      r = x * y;
+    else if (op == "div")
+      r = x / y;
+    else if (op == "floordiv")
+      r = std::floor(x / y);
     SV v = SV::of(SV::kDouble);
     v.d = r;
     return v;
   }
   int64_t x = a.i, y = b.i, r = 0;
-  if (op == "add") r = x + y;
-  else if (op == "sub") r = x - y;
-  else if (op == "mul") r = x * y;
+  if (op == "add")
+    r = x + y;
+  else if (op == "sub")
+    r = x - y;
+  else if (op == "mul")
+    r = x * y;
   else if (op == "floordiv") {
     if (y == 0) return SV::of(SV::kSymbolic);
     r = x / y;
@@ -674,6 +688,78 @@ void Importer::register_handlers() {
       set_out(n, arith(n, k));
     };
 
+  // An if on a condition known at import time (after constant propagation,
+  // e.g. `if x.dim() == 4`): convert the branch taken.
+  h["prim::If"] = [this](jit::Node* n) {
+    const SV& c = in(n, 0);
+    if (c.kind != SV::kBool) throw Unsupported{"control flow that depends on the input values"};
+    jit::Block* taken = n->blocks()[c.b ? 0 : 1];
+    process_block(taken);
+    for (size_t k = 0; k < n->outputs().size(); ++k) {
+      const SV& v = vals_[taken->outputs()[k]];
+      if (v.kind == SV::kUnknown) throw Unsupported{""};
+      set_out(n, v, k);
+    }
+  };
+
+  for (const char* k : {"eq", "ne", "lt", "le", "gt", "ge"})
+    h[std::string("aten::") + k] = [this, k](jit::Node* n) {
+      const SV& a = in(n, 0);
+      const SV& b = in(n, 1);
+      if (a.kind == SV::kAct || b.kind == SV::kAct) throw Unsupported{"on activations"};
+      auto num = [](const SV& v) {
+        return v.kind == SV::kInt || v.kind == SV::kDouble || v.kind == SV::kBool;
+      };
+      SV r = SV::of(SV::kBool);
+      const std::string op = k;
+      if (num(a) && num(b)) {
+        double x = as_double(a, "operand"), y = as_double(b, "operand");
+        r.b = op == "eq"   ? x == y
+              : op == "ne" ? x != y
+              : op == "lt" ? x < y
+              : op == "le" ? x <= y
+              : op == "gt" ? x > y
+                           : x >= y;
+      } else if (a.kind == SV::kString && b.kind == SV::kString && (op == "eq" || op == "ne")) {
+        r.b = (a.s == b.s) == (op == "eq");
+      } else {
+        r = SV::of(SV::kSymbolic);
+      }
+      set_out(n, r);
+    };
+  h["aten::__not__"] = [this](jit::Node* n) {
+    const SV& a = in(n, 0);
+    SV r = SV::of(SV::kBool);
+    if (a.kind == SV::kBool)
+      r.b = !a.b;
+    else
+      r = SV::of(SV::kSymbolic);
+    set_out(n, r);
+  };
+  for (const char* k : {"aten::__and__", "aten::__or__"})
+    h[k] = [this, k](jit::Node* n) {
+      const SV& a = in(n, 0);
+      const SV& b = in(n, 1);
+      if (a.kind == SV::kAct || b.kind == SV::kAct) throw Unsupported{"on activations"};
+      SV r = SV::of(SV::kBool);
+      if (a.kind == SV::kBool && b.kind == SV::kBool)
+        r.b = std::string(k) == "aten::__and__" ? (a.b && b.b) : (a.b || b.b);
+      else
+        r = SV::of(SV::kSymbolic);
+      set_out(n, r);
+    };
+  for (const char* k : {"aten::__is__", "aten::__isnot__"})
+    h[k] = [this, k](jit::Node* n) {
+      const SV& a = in(n, 0);
+      const SV& b = in(n, 1);
+      SV r = SV::of(SV::kBool);
+      if (a.kind == SV::kNone || b.kind == SV::kNone)
+        r.b = (a.kind == b.kind) == (std::string(k) == "aten::__is__");
+      else
+        r = SV::of(SV::kSymbolic);
+      set_out(n, r);
+    };
+
   // ---- layers ----
   h["aten::conv2d"] = [this](jit::Node* n) {
     conv(n, in(n, 0), in(n, 1), in(n, 2), in(n, 3), in(n, 4), in(n, 5), in(n, 6));
@@ -681,6 +767,9 @@ void Importer::register_handlers() {
   h["aten::_convolution"] = [this](jit::Node* n) {
     if (as_bool(in(n, 6), "transposed")) throw Unsupported{"transposed convolution"};
     conv(n, in(n, 0), in(n, 1), in(n, 2), in(n, 3), in(n, 4), in(n, 5), in(n, 8));
+  };
+  h["aten::_convolution_mode"] = [this](jit::Node* n) {  // traced padding='same'/'valid'
+    conv(n, in(n, 0), in(n, 1), in(n, 2), in(n, 3), in(n, 4), in(n, 5), in(n, 6));
   };
   h["aten::linear"] = [this](jit::Node* n) { linear(n, in(n, 0), in(n, 1), in(n, 2)); };
   h["aten::addmm"] = [this](jit::Node* n) {  // bias + x @ W.t() (old traces)
@@ -753,8 +842,7 @@ void Importer::register_handlers() {
       const SV& hi = in(n, 2);
       double l = lo.kind == SV::kNone ? -1 : as_double(lo, "min");
       if (lo.kind != SV::kNone && l == 0.0 && hi.kind == SV::kNone) return unary(n, OpKind::kReLU);
-      if (lo.kind != SV::kNone && l == 0.0 && hi.kind != SV::kNone &&
-          as_double(hi, "max") == 6.0)
+      if (lo.kind != SV::kNone && l == 0.0 && hi.kind != SV::kNone && as_double(hi, "max") == 6.0)
         return unary(n, OpKind::kReLU6);
       throw Unsupported{str_cat("min=", sv_str(lo), ", max=", sv_str(hi),
                                 " (only (0, None) = relu and (0, 6) = relu6)")};
@@ -783,8 +871,7 @@ void Importer::register_handlers() {
     a.padding = as_pair(in(n, 3), "padding");
     a.ceil_mode = as_bool(in(n, 4), "ceil_mode");
     a.count_include_pad = as_bool(in(n, 5), "count_include_pad");
-    if (n->inputs().size() > 6 && in(n, 6).kind != SV::kNone)
-      throw Unsupported{"divisor_override"};
+    if (n->inputs().size() > 6 && in(n, 6).kind != SV::kNone) throw Unsupported{"divisor_override"};
     set_out(n, SV::act(add_node(n, functional_name(n), OpKind::kAvgPool, a, {x.s})));
   };
   h["aten::adaptive_avg_pool2d"] = [this](jit::Node* n) {
@@ -805,8 +892,7 @@ void Importer::register_handlers() {
     if (ds != std::set<int64_t>{2, 3})
       throw Unsupported{str_cat("dims ", sv_str(dims), " (only [2, 3] is supported)")};
     if (n->inputs().size() > 3 && in(n, 3).kind != SV::kNone) throw Unsupported{"dtype"};
-    std::string gap =
-        add_node(n, functional_name(n), OpKind::kGlobalAvgPool, NoAttrs{}, {x.s});
+    std::string gap = add_node(n, functional_name(n), OpKind::kGlobalAvgPool, NoAttrs{}, {x.s});
     if (as_bool(in(n, 2), "keepdim")) {
       set_out(n, SV::act(gap));
       return;
@@ -892,7 +978,10 @@ void Importer::register_handlers() {
     };
 }
 
-const std::set<std::string> kArith = {"aten::sub", "aten::mul", "aten::div", "aten::floordiv"};
+// Number ops that PyTorch also has for tensors (tensor forms are unsupported).
+const std::set<std::string> kArith = {"aten::sub", "aten::mul", "aten::div",     "aten::floordiv",
+                                      "aten::eq",  "aten::ne",  "aten::lt",      "aten::le",
+                                      "aten::gt",  "aten::ge",  "aten::__and__", "aten::__or__"};
 
 void Importer::convert(jit::Node* n) {
   const std::string kind = n->kind().toQualString();
@@ -900,8 +989,7 @@ void Importer::convert(jit::Node* n) {
   auto it = handlers_.find(kind);
   if (it == handlers_.end()) {
     std::string what = kind;
-    if (kind == "prim::If" || kind == "prim::Loop")
-      what += " (control flow that depends on the input)";
+    if (kind == "prim::Loop") what += " (loops are not supported)";
     unsupported_.emplace_back(what, where(n));
     return;
   }
@@ -924,6 +1012,41 @@ void Importer::convert(jit::Node* n) {
   // An in-place op also updates the value it wrote into.
   if (is_inplace(kind) && !n->inputs().empty() && n->outputs().size() == 1)
     vals_[n->input(0)] = vals_[n->output()];
+}
+
+// Converts the nodes of `block` that contribute to its outputs, in order.
+// Checks that only raise (prim::If on the input rank, ...) and other side
+// effects are left out; an in-place op counts if the value it writes is read
+// later.
+void Importer::process_block(jit::Block* block) {
+  std::vector<jit::Node*> order(block->nodes().begin(), block->nodes().end());
+  std::unordered_set<const jit::Node*> needed;
+  // The node of `block` that contains `u`, or nullptr if `u` is outside it.
+  auto top = [&](jit::Node* u) -> jit::Node* {
+    while (u && u->owningBlock() != block) {
+      jit::Block* b = u->owningBlock();
+      u = b ? b->owningNode() : nullptr;
+    }
+    return u;
+  };
+  auto read_after = [&](jit::Value* v, jit::Node* after) {
+    for (const auto& use : v->uses()) {
+      jit::Node* u = top(use.user);
+      if (!u || u == block->return_node()) return true;
+      if (needed.count(u) && (!after || u->isAfter(after))) return true;
+    }
+    return false;
+  };
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    jit::Node* n = *it;
+    bool need = false;
+    for (jit::Value* o : n->outputs()) need = need || read_after(o, nullptr);
+    if (!need && is_inplace(n->kind().toQualString()) && !n->inputs().empty())
+      need = read_after(n->input(0), n);
+    if (need) needed.insert(n);
+  }
+  for (jit::Node* n : order)
+    if (needed.count(n)) convert(n);
 }
 
 ImportedModel Importer::run() {
@@ -953,39 +1076,12 @@ ImportedModel Importer::run() {
   used_.insert(in_name);
   vals_[inputs[1]] = SV::act(in_name);
 
-  // Nodes that contribute to the output. Checks that only raise (prim::If on
-  // the input rank, ...) and other side effects are left out; an in-place op
-  // counts if the value it writes is read later.
-  jit::Block* block = g_->block();
-  std::vector<jit::Node*> order(block->nodes().begin(), block->nodes().end());
-  std::unordered_set<const jit::Node*> needed;
-  auto top = [&](jit::Node* u) {
-    while (u->owningBlock() != block) u = u->owningBlock()->owningNode();
-    return u;
-  };
-  auto read_after = [&](jit::Value* v, jit::Node* after) {
-    for (const auto& use : v->uses()) {
-      jit::Node* u = top(use.user);
-      if (u == block->return_node()) return true;
-      if (needed.count(u) && (!after || u->isAfter(after))) return true;
-    }
-    return false;
-  };
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    jit::Node* n = *it;
-    bool need = false;
-    for (jit::Value* o : n->outputs()) need = need || read_after(o, nullptr);
-    if (!need && is_inplace(n->kind().toQualString()) && !n->inputs().empty())
-      need = read_after(n->input(0), n);
-    if (need) needed.insert(n);
-  }
-  for (jit::Node* n : order)
-    if (needed.count(n)) convert(n);
+  process_block(g_->block());
 
-  const SV& out = vals_[g_->outputs()[0]];
-  if (unsupported_.empty() && build_error_.empty() && out.kind != SV::kAct)
-    unsupported_.emplace_back("forward must return one tensor computed from the input",
-                              "in forward");
+  jit::Value* ret = g_->outputs()[0];
+  NNOPT_CHECK(ret->type()->kind() == c10::TypeKind::TensorType, GraphError, "cannot import '",
+              file_, "': forward must return one tensor, it returns ", ret->type()->repr_str());
+  const SV& out = vals_[ret];
   if (!unsupported_.empty()) {
     // One line: each op kind once, with every place it occurs.
     std::vector<std::string> kinds;
@@ -1005,6 +1101,8 @@ ImportedModel Importer::run() {
   }
   if (!build_error_.empty())
     throw GraphError(str_cat("cannot import '", file_, "': ", build_error_));
+  NNOPT_CHECK(out.kind == SV::kAct, GraphError, "cannot import '", file_,
+              "': forward returns a tensor that is not computed from its input");
   if (out.s == in_name) {  // forward returns its input
     std::string name = unique_name("identity");
     graph_.add(name, OpKind::kIdentity, NoAttrs{}, {in_name});

@@ -5,7 +5,8 @@ usage: ts_make_models.py OUTDIR
 For each model NAME: NAME_script.pt (torch.jit.script), NAME_trace.pt
 (torch.jit.trace), NAME_input.bin, NAME_expected.bin (eval-mode output, see
 ts_tensor_io.py), and an entry in meta.json with the input shape, parameter
-count and state_dict keys. unsupported.pt uses ops nnopt does not import.
+count and state_dict keys. unsupported.pt uses ops nnopt does not import;
+shared.pt calls one conv twice; two_outputs.pt returns a tuple.
 """
 import json
 import os
@@ -20,7 +21,7 @@ from ts_tensor_io import write_tensor  # noqa: E402
 
 
 class LeNet(nn.Module):
-    """F.relu / F.max_pool2d inline, view-flatten, nn.Dropout."""
+    """F.relu / F.max_pool2d inline, view-flatten, nn.Dropout, a shape check."""
 
     def __init__(self):
         super().__init__()
@@ -32,6 +33,8 @@ class LeNet(nn.Module):
         self.fc3 = nn.Linear(84, 10)
 
     def forward(self, x):
+        if x.dim() == 3:  # known at import time: the branch (with unsqueeze) is dropped
+            x = x.unsqueeze(1)
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.avg_pool2d(F.relu(self.conv2(x)), 2)
         x = x.view(x.size(0), -1)
@@ -179,6 +182,27 @@ class Gate(nn.Module):
         return x * torch.sigmoid(x)
 
 
+class SharedConv(nn.Module):
+    """One conv applied twice: nnopt graphs cannot share weights between nodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(self.conv(x))
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y, F.relu(y)
+
+
 def randomize_bn(model):
     g = torch.Generator().manual_seed(1)
     for m in model.modules():
@@ -219,6 +243,8 @@ def main():
             "state_keys": sorted(model.state_dict().keys()),
         }
     torch.jit.script(Unsupported().eval()).save(os.path.join(out, "unsupported.pt"))
+    torch.jit.script(SharedConv().eval()).save(os.path.join(out, "shared.pt"))
+    torch.jit.script(TwoOutputs().eval()).save(os.path.join(out, "two_outputs.pt"))
     with open(os.path.join(out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
 

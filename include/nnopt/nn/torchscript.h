@@ -6,12 +6,15 @@
 // Import
 //   The forward graph is inlined (keeping the prim::GetAttr chains, so that
 //   each layer is named by its module path), `self.training` is replaced with
-//   false (eval semantics), and constant propagation, mutation removal and
-//   dead-code elimination fold the training checks that scripted modules carry
-//   (prim::If on `training`, F.relu's `inplace` branch). Shape glue
-//   (aten::size, prim::ListConstruct, aten::Int, ...) is evaluated with a
-//   symbolic batch dimension. Checks that only raise (prim::If with
-//   prim::RaiseException) do not feed the output and are skipped.
+//   false (eval semantics) and other scalar attributes (`self.use_res`) with
+//   their values; constant propagation, mutation removal and dead-code
+//   elimination then fold the branches that scripted modules carry (prim::If
+//   on `training`, F.relu's `inplace`). Shape glue (aten::size, aten::dim,
+//   prim::ListConstruct, aten::Int, integer arithmetic and comparisons) is
+//   evaluated with a symbolic batch dimension; a prim::If whose condition is
+//   then known (`if x.dim() == 3:`) converts the branch taken. Checks that only
+//   raise (prim::If with prim::RaiseException) do not feed the output and are
+//   skipped. Frozen modules import too (their layers get op names).
 //
 //   Recognised ops: aten::conv2d, aten::_convolution (not transposed, incl.
 //   groups/depthwise), aten::linear, aten::addmm (bias + x @ W.t()),
