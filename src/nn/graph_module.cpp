@@ -99,6 +99,20 @@ GraphModuleImpl::GraphModuleImpl(Graph graph) : graph_(std::move(graph)) {
   }
   // The output is always kept.
   last_use_[graph_.index_of(graph_.output())] = static_cast<int>(nodes.size());
+  // relu/relu6 may run in place when their input is read by nothing else and
+  // comes from an op whose backward does not need its own output (conv,
+  // linear, batch norm, add). Saves one activation-sized buffer per layer.
+  inplace_ok_.assign(nodes.size(), 0);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    if (n.op != OpKind::kReLU && n.op != OpKind::kReLU6) continue;
+    size_t j = input_index_[i][0];
+    OpKind src = nodes[j].op;
+    bool ok_src = src == OpKind::kConv2d || src == OpKind::kLinear ||
+                  src == OpKind::kBatchNorm || src == OpKind::kAdd;
+    inplace_ok_[i] = ok_src && last_use_[j] == static_cast<int>(i) &&
+                     graph_.consumers(nodes[j].name).size() == 1;
+  }
 }
 
 NodeModuleImpl& GraphModuleImpl::node_module(const std::string& name) {
@@ -183,11 +197,16 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
         break;
       }
       case OpKind::kReLU:
-        y = at::relu(in0());
+      case OpKind::kReLU6: {
+        // In place only if the producer's value is not also a tap or a transform output.
+        size_t j = ins[0];
+        bool inplace = inplace_ok_[i] && !tapped[j] && !mods_[j]->act_transform;
+        if (n.op == OpKind::kReLU)
+          y = inplace ? at::relu_(v[j]) : at::relu(v[j]);
+        else
+          y = inplace ? at::hardtanh_(v[j], 0.0, 6.0) : at::hardtanh(v[j], 0.0, 6.0);
         break;
-      case OpKind::kReLU6:
-        y = at::hardtanh(in0(), 0.0, 6.0);
-        break;
+      }
       case OpKind::kHardswish:
         y = at::hardswish(in0());
         break;

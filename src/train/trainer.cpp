@@ -37,7 +37,7 @@ json options_json(const TrainOptions& o) {
           {"crop_padding", o.crop_padding()},
           {"hflip", o.hflip()},
           {"seed", o.seed()},
-          {"max_batches", o.max_batches()}};
+          {"max_batches", o.max_batches()}};  // prefetch and progress do not change results
 }
 
 json metrics_json(const EpochMetrics& m) {
@@ -254,6 +254,7 @@ TrainResult Trainer::fit(const Dataset& train, const Dataset* val) {
   lo.seed = opt_.seed();
   lo.augment.crop_padding = opt_.crop_padding();
   lo.augment.hflip = opt_.hflip();
+  lo.prefetch = opt_.prefetch();
   DataLoader loader(train, lo);
   int64_t steps_per_epoch = loader.num_batches();
   if (opt_.max_batches() > 0) steps_per_epoch = std::min(steps_per_epoch, opt_.max_batches());

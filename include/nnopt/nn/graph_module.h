@@ -86,6 +86,7 @@ class GraphModuleImpl : public torch::nn::Module {
   std::vector<std::shared_ptr<NodeModuleImpl>> mods_;  // indexed like graph_.nodes()
   std::vector<std::vector<size_t>> input_index_;       // node -> indices of its inputs
   std::vector<int> last_use_;                          // node -> last node index reading it
+  std::vector<char> inplace_ok_;  // relu/relu6 node may overwrite its input (see constructor)
 };
 TORCH_MODULE(GraphModule);
 
