@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# Training throughput, nnopt vs PyTorch Python, same model/data/batch/threads/BLAS,
-# measured in the same run. Usage: bench/train_speed.sh [build-dir] [threads]
+# Training throughput, nnopt vs PyTorch Python: the same model, data, batch,
+# optimizer, threads and BLAS, measured in the same run. Each side runs ROUNDS
+# times, alternating, and the median images/s is compared (this VM's speed
+# drifts by +-20 % from run to run).
+# Usage: bench/train_speed.sh [build-dir] [threads] [rounds]
 set -euo pipefail
 BUILD=${1:-build}
 THREADS=${2:-$(nproc)}
+ROUNDS=${3:-3}
 cd "$(dirname "$0")/.."
-printf '%-9s %8s %6s %14s %14s %7s\n' model batch thr "nnopt img/s" "pytorch img/s" ratio
+printf '%-9s %6s %4s %6s %14s %14s %7s\n' model batch thr rounds "nnopt img/s" "pytorch img/s" ratio
 for spec in "lenet5 300" "resnet20 40"; do
   set -- $spec
   model=$1; batches=$2
-  n=$("$BUILD"/bench_train "$model" "$batches" 128 "$THREADS")
-  p=$(/usr/bin/python3 bench/train_peer.py "$model" "$batches" 128 "$THREADS")
-  /usr/bin/python3 - "$n" "$p" <<'PY'
-import json, sys
-n, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print("%-9s %8d %6d %14.0f %14.0f %6.2fx" % (n["model"], n["batch_size"], n["threads"],
-      n["images_per_sec"], p["images_per_sec"], n["images_per_sec"] / p["images_per_sec"]))
+  runs=()
+  for r in $(seq "$ROUNDS"); do
+    runs+=("$("$BUILD"/bench_train "$model" "$batches" 128 "$THREADS")")
+    runs+=("$(/usr/bin/python3 bench/train_peer.py "$model" "$batches" 128 "$THREADS")")
+  done
+  /usr/bin/python3 - "$ROUNDS" "${runs[@]}" <<'PY'
+import json, statistics, sys
+rounds = int(sys.argv[1])
+rs = [json.loads(a) for a in sys.argv[2:]]
+n = [r for r in rs if r["impl"] == "nnopt"]
+p = [r for r in rs if r["impl"] != "nnopt"]
+mn = statistics.median(r["images_per_sec"] for r in n)
+mp = statistics.median(r["images_per_sec"] for r in p)
+print("%-9s %6d %4d %6d %14.0f %14.0f %6.2fx" % (n[0]["model"], n[0]["batch_size"], n[0]["threads"],
+      rounds, mn, mp, mn / mp))
 PY
 done

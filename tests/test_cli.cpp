@@ -142,3 +142,26 @@ TEST(Cli, DemoPrintsTheTable) {
   EXPECT_GT(parsed["test_accuracy"].get<double>(), 0.5);
   EXPECT_EQ(parsed["rows"].size(), 1u);
 }
+
+TEST(Cli, ExportImportRoundTripKeepsAccuracy) {
+  auto tmp = temp_dir("cli_export");
+  auto t = run_cli("train --model lenet5 --dataset synthetic --limit 600 --epochs 1 --progress off --out " +
+                       tmp + "/run",
+                   tmp);
+  ASSERT_EQ(t.code, 0) << t.err;
+  auto e = run_cli("export " + tmp + "/run/model.nnopt --format torchscript --out " + tmp + "/m.pt", tmp);
+  ASSERT_EQ(e.code, 0) << e.err;
+  auto i = run_cli("import " + tmp + "/m.pt --input-shape 1,28,28 --json --out " + tmp + "/back.nnopt", tmp);
+  ASSERT_EQ(i.code, 0) << i.err;
+  EXPECT_EQ(json::parse(i.out)["params"], 61706);
+  auto a = run_cli("eval " + tmp + "/run/model.nnopt --dataset synthetic --limit 600 --json", tmp);
+  auto b = run_cli("eval " + tmp + "/back.nnopt --dataset synthetic --limit 600 --json", tmp);
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_NEAR(json::parse(a.out)["loss"].get<double>(), json::parse(b.out)["loss"].get<double>(), 1e-5);
+  EXPECT_EQ(json::parse(a.out)["accuracy"], json::parse(b.out)["accuracy"]);
+  std::ofstream(tmp + "/junk.pt") << "not a zip";
+  expect_usage_error("import " + tmp + "/junk.pt --input-shape 1,28,28 --out " + tmp + "/x.nnopt",
+                     tmp + "/junk.pt", tmp);
+  EXPECT_FALSE(nnopt::path_exists(tmp + "/x.nnopt"));
+}

@@ -3,27 +3,16 @@
 #include <cmath>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 
 namespace nnopt {
 
 namespace {
-std::vector<std::string> split_dots(const std::string& s) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (true) {
-    size_t p = s.find('.', start);
-    parts.push_back(s.substr(start, p == std::string::npos ? std::string::npos : p - start));
-    if (p == std::string::npos) break;
-    start = p + 1;
-  }
-  return parts;
-}
-
 std::vector<int64_t> ivec(const Pair& p) { return {p[0], p[1]}; }
 }  // namespace
 
 NodeModuleImpl& GraphModuleImpl::ensure_path(const std::string& dotted) {
-  auto parts = split_dots(dotted);
+  auto parts = split(dotted, '.');
   torch::nn::Module* cur = this;
   for (const auto& part : parts) {
     NNOPT_CHECK(!part.empty(), GraphError, "node name '", dotted,

@@ -14,24 +14,13 @@
 #include <sstream>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/core/file_util.h"
 #include "nnopt/nn/torchscript.h"
 
 namespace nnopt {
 namespace {
 namespace jit = torch::jit;
-
-std::vector<std::string> split_dots(const std::string& s) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (true) {
-    size_t p = s.find('.', start);
-    parts.push_back(s.substr(start, p == std::string::npos ? std::string::npos : p - start));
-    if (p == std::string::npos) break;
-    start = p + 1;
-  }
-  return parts;
-}
 
 bool is_identifier(const std::string& s) {
   static const std::set<std::string> kKeywords = {
@@ -49,7 +38,7 @@ bool is_identifier(const std::string& s) {
 // "self.layer1.0.conv1" as TorchScript: self.layer1 then getattr(..., "0") then .conv1
 std::string access(const std::string& dotted) {
   std::string e = "self";
-  for (const auto& part : split_dots(dotted))
+  for (const auto& part : split(dotted, '.'))
     e = is_identifier(part) ? e + "." + part : "getattr(" + e + ", \"" + part + "\")";
   return e;
 }
@@ -159,7 +148,7 @@ void export_torchscript(GraphModule& model, const std::string& path) {
     NNOPT_CHECK(!m.act_transform, ValueError, "cannot export node '", n.name,
                 "' to TorchScript: it has an activation transform (", m.act_transform->describe(),
                 "); transforms are not exported yet");
-    for (const auto& part : split_dots(n.name))
+    for (const auto& part : split(n.name, '.'))
       NNOPT_CHECK(!part.empty() && part.find_first_of("\"\\\n") == std::string::npos &&
                       part != "training" && part != "forward",
                   ValueError, "cannot export node '", n.name, "' to TorchScript: the name part '",
@@ -180,7 +169,7 @@ void export_torchscript(GraphModule& model, const std::string& path) {
   auto ensure = [&](const std::string& dotted) -> jit::Module& {
     std::string cur;
     jit::Module* parent = &root;
-    for (const auto& part : split_dots(dotted)) {
+    for (const auto& part : split(dotted, '.')) {
       cur = cur.empty() ? part : cur + "." + part;
       auto it = mods.find(cur);
       if (it == mods.end()) {

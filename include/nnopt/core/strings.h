@@ -1,0 +1,11 @@
+#pragma once
+// Small string helpers shared across areas.
+#include <string>
+#include <vector>
+
+namespace nnopt {
+
+/// Splits at every `sep`; empty parts are kept ("a..b" -> {"a", "", "b"}).
+std::vector<std::string> split(const std::string& s, char sep);
+
+}  // namespace nnopt
