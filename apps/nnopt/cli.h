@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "nnopt/nn/graph_module.h"
+#include "nnopt/train/trainer.h"
 
 namespace nnopt::cli {
 
@@ -41,6 +42,8 @@ struct DataArgs {
 void add_common(CLI::App* app, Common& c, bool with_out = true);
 void add_data(CLI::App* app, DataArgs& d);
 void add_model_options(CLI::App* app, ModelSource& m);
+/// The Trainer's options as flags (train, distill, and every command that trains).
+void add_train_options(CLI::App* app, TrainOptions& t, std::string& milestones, int64_t& val_size);
 
 /// Parses "1,28,28" into a shape; throws ValueError naming `what`.
 std::vector<int64_t> parse_shape(const std::string& s, const std::string& what);
@@ -59,6 +62,7 @@ void register_profile(CLI::App& app, Runner& run);
 void register_export(CLI::App& app, Runner& run);
 void register_import(CLI::App& app, Runner& run);
 void register_demo(CLI::App& app, Runner& run);
+void register_distill(CLI::App& app, Runner& run);
 
 /// Rewrites argv so that values from `--config FILE` come first and flags
 /// given on the command line override them. Throws ValueError for an unknown

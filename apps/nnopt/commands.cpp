@@ -50,6 +50,37 @@ void add_model_options(CLI::App* app, ModelSource& m) {
   app->add_option("--classes", m.num_classes, "number of classes");
 }
 
+void add_train_options(CLI::App* app, TrainOptions& t, std::string& milestones,
+                       int64_t& val_size) {
+  app->add_option("--epochs", t.epochs(), "epochs")->check(CLI::PositiveNumber);
+  app->add_option("--batch-size", t.batch_size(), "mini-batch size")->check(CLI::PositiveNumber);
+  app->add_option("--optimizer", t.optimizer(), "sgd, adam or adamw")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
+  app->add_option("--lr", t.lr(), "peak learning rate")->check(CLI::PositiveNumber);
+  app->add_option("--momentum", t.momentum(), "SGD momentum")->check(CLI::Range(0.0, 0.999999));
+  app->add_flag("--nesterov", t.nesterov(), "Nesterov momentum");
+  app->add_option("--weight-decay", t.weight_decay(), "weight decay")->check(CLI::NonNegativeNumber);
+  app->add_option("--schedule", t.schedule(), "constant, step, multistep or cosine")
+      ->check(CLI::IsMember({"constant", "step", "multistep", "cosine"}));
+  app->add_option("--warmup-epochs", t.warmup_epochs(), "linear warm-up epochs")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--step-size", t.step_size(), "epochs between decays (step)")
+      ->check(CLI::PositiveNumber);
+  app->add_option("--milestones", milestones, "decay epochs, e.g. 30,60 (multistep)");
+  app->add_option("--gamma", t.gamma(), "decay factor")->check(CLI::Range(1e-9, 1.0));
+  app->add_option("--label-smoothing", t.label_smoothing(), "label smoothing in [0, 1)")
+      ->check(CLI::Range(0.0, 0.999999));
+  app->add_option("--crop-padding", t.crop_padding(), "random crop after padding (0 = off)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_flag("--hflip", t.hflip(), "random horizontal flips");
+  app->add_option("--val-size", val_size,
+                  "hold out N training samples for validation (0: validate on the test split)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--max-batches", t.max_batches(), "batches per epoch at most (0 = all)")
+      ->check(CLI::NonNegativeNumber);
+  app->add_flag("--resume", t.resume(), "continue from OUT/checkpoint.nnopt");
+}
+
 std::vector<int64_t> parse_shape(const std::string& s, const std::string& what) {
   std::vector<int64_t> out;
   size_t start = 0;
@@ -120,33 +151,7 @@ void register_train(CLI::App& app, Runner& run) {
   add_common(sub, c);
   add_data(sub, d);
   add_model_options(sub, m);
-  sub->add_option("--epochs", t.epochs(), "epochs")->check(CLI::PositiveNumber);
-  sub->add_option("--batch-size", t.batch_size(), "mini-batch size")->check(CLI::PositiveNumber);
-  sub->add_option("--optimizer", t.optimizer(), "sgd, adam or adamw")
-      ->check(CLI::IsMember({"sgd", "adam", "adamw"}));
-  sub->add_option("--lr", t.lr(), "peak learning rate")->check(CLI::PositiveNumber);
-  sub->add_option("--momentum", t.momentum(), "SGD momentum")->check(CLI::Range(0.0, 0.999999));
-  sub->add_flag("--nesterov", t.nesterov(), "Nesterov momentum");
-  sub->add_option("--weight-decay", t.weight_decay(), "weight decay")->check(CLI::NonNegativeNumber);
-  sub->add_option("--schedule", t.schedule(), "constant, step, multistep or cosine")
-      ->check(CLI::IsMember({"constant", "step", "multistep", "cosine"}));
-  sub->add_option("--warmup-epochs", t.warmup_epochs(), "linear warm-up epochs")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--step-size", t.step_size(), "epochs between decays (step)")
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--milestones", milestones, "decay epochs, e.g. 30,60 (multistep)");
-  sub->add_option("--gamma", t.gamma(), "decay factor")->check(CLI::Range(1e-9, 1.0));
-  sub->add_option("--label-smoothing", t.label_smoothing(), "label smoothing in [0, 1)")
-      ->check(CLI::Range(0.0, 0.999999));
-  sub->add_option("--crop-padding", t.crop_padding(), "random crop after padding (0 = off)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_flag("--hflip", t.hflip(), "random horizontal flips");
-  sub->add_option("--val-size", val_size,
-                  "hold out N training samples for validation (0: validate on the test split)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--max-batches", t.max_batches(), "batches per epoch at most (0 = all)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_flag("--resume", t.resume(), "continue from OUT/checkpoint.nnopt");
+  add_train_options(sub, t, milestones, val_size);
   sub->callback([&run] {
     run = [] {
       apply_common(c);

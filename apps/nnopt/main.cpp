@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
   register_export(app, run);
   register_import(app, run);
   register_demo(app, run);
+  register_distill(app, run);
   try {
     std::vector<std::string> args(argv + 1, argv + argc);
     args = expand_config(app, args);
