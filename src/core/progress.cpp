@@ -27,12 +27,15 @@ Progress::Progress(int64_t total, std::string label, ProgressMode mode, FILE* ou
   last_print_ = start_;
 }
 
-void Progress::update(int64_t done, const std::string& extra) {
-  if (mode_ == ProgressMode::kOff || finished_) return;
-  double t = now_seconds();
+bool Progress::due(int64_t done) const {
+  if (mode_ == ProgressMode::kOff || finished_) return false;
   double every = mode_ == ProgressMode::kBar ? 0.2 : interval_;
-  if (t - last_print_ < every && done < total_) return;
-  last_print_ = t;
+  return done >= total_ || now_seconds() - last_print_ >= every;
+}
+
+void Progress::update(int64_t done, const std::string& extra) {
+  if (!due(done)) return;
+  last_print_ = now_seconds();
   print(done, extra, false);
 }
 

@@ -330,7 +330,11 @@ TrainResult Trainer::fit(const Dataset& train, const Dataset* val) {
       }
       NNOPT_CHECK(loss.defined(), ValueError,
                   "train: no loss (task_weight is 0 and no callback adds a loss term)");
-      optimizer_->zero_grad();
+      // Gradients to "none" rather than zero: backward then writes them
+      // instead of accumulating into a zeroed buffer (what PyTorch 2.0 made
+      // the default); callbacks see the same values.
+      for (auto& g : optimizer_->param_groups())
+        for (auto& p : g.params()) p.mutable_grad().reset();
       loss.backward();
       for (auto& c : callbacks_) c->on_after_backward(st);
       if (!st.skip_step) {
@@ -348,9 +352,10 @@ TrainResult Trainer::fit(const Dataset& train, const Dataset* val) {
       seen += b;
       for (const auto& [k, v] : st.step_terms) term_sums[k] += v * b;
       for (auto& c : callbacks_) c->on_batch_end(st);
-      bar.update(st.step_in_epoch + 1,
-                 str_cat("loss ", std::fixed, std::setprecision(4), loss_sum / seen, " acc ",
-                         std::setprecision(2), 100.0 * correct / seen, "%"));
+      if (bar.due(st.step_in_epoch + 1))
+        bar.update(st.step_in_epoch + 1,
+                   str_cat("loss ", std::fixed, std::setprecision(4), loss_sum / seen, " acc ",
+                           std::setprecision(2), 100.0 * correct / seen, "%"));
     }
     EpochMetrics m;
     m.epoch = st.epoch;

@@ -16,6 +16,8 @@ class Progress {
   /// `total` steps; `label` is printed in front ("epoch 3/10").
   Progress(int64_t total, std::string label, ProgressMode mode = ProgressMode::kAuto,
            FILE* out = stderr, double line_interval = 10.0);
+  /// True if update(done) would print now (lets callers skip formatting).
+  bool due(int64_t done) const;
   /// Marks `done` steps complete; `extra` is appended ("loss 0.42 acc 91.3%").
   void update(int64_t done, const std::string& extra = "");
   /// Prints the final state and a newline.
