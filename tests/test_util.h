@@ -2,6 +2,8 @@
 // Helpers shared by the test files.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <string>
 
@@ -10,10 +12,12 @@
 
 namespace nnopt::test {
 
-/// A fresh folder for one test under NNOPT_TEST_TMP (or /tmp).
+/// A fresh folder for one test under NNOPT_TEST_TMP (or /tmp). The process id
+/// is part of the name: ctest -j runs test processes side by side.
 inline std::string temp_dir(const std::string& name) {
   const char* base = std::getenv("NNOPT_TEST_TMP");
-  std::string dir = std::string(base ? base : "/tmp/nnopt_test") + "/" + name;
+  std::string dir = std::string(base ? base : "/tmp/nnopt_test") + "/" + name + "." +
+                    std::to_string(::getpid());
   std::string cmd = "rm -rf '" + dir + "'";
   (void)std::system(cmd.c_str());
   make_dirs(dir);
