@@ -100,18 +100,8 @@ TeacherPtr load_teacher(const std::vector<std::string>& paths, const Shape& inpu
 }
 
 EvalResult evaluate_teacher(Teacher& teacher, const Dataset& data, int64_t batch_size) {
-  NNOPT_CHECK(batch_size > 0, ValueError, "eval batch size must be > 0, got ", batch_size);
-  NNOPT_CHECK(data.size() > 0, ValueError, "evaluate_teacher: dataset '", data.name, "' is empty");
-  double loss = 0;
-  int64_t correct = 0, n = data.size();
-  for (int64_t b = 0; b < n; b += batch_size) {
-    int64_t e = std::min(n, b + batch_size);
-    auto y = data.labels.slice(0, b, e);
-    auto logits = teacher.forward(data.images.slice(0, b, e));
-    loss += task_loss(logits, y).item<double>() * (e - b);
-    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-  }
-  return {loss / n, static_cast<double>(correct) / n, n};
+  return evaluate_logits([&](const torch::Tensor& x) { return teacher.forward(x); }, data,
+                         batch_size);
 }
 
 }  // namespace nnopt

@@ -133,24 +133,35 @@ torch::Tensor task_loss(const torch::Tensor& logits, const torch::Tensor& target
   return at::cross_entropy_loss(logits, target, {}, at::Reduction::Mean, -100, label_smoothing);
 }
 
-EvalResult evaluate(GraphModule& model, const Dataset& data, int64_t batch_size) {
+EvalResult evaluate_logits(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                           const Dataset& data, int64_t batch_size) {
   NNOPT_CHECK(batch_size > 0, ValueError, "eval batch size must be > 0, got ", batch_size);
   NNOPT_CHECK(data.size() > 0, ValueError, "evaluate: dataset '", data.name, "' is empty");
-  bool was_training = model->is_training();
-  model->eval();
   torch::NoGradGuard ng;
   double loss = 0;
   int64_t correct = 0, n = data.size();
   for (int64_t b = 0; b < n; b += batch_size) {
     int64_t e = std::min(n, b + batch_size);
-    auto x = data.images.slice(0, b, e);
     auto y = data.labels.slice(0, b, e);
-    auto logits = model->forward(x);
+    auto logits = forward(data.images.slice(0, b, e));
     loss += task_loss(logits, y).item<double>() * (e - b);
     correct += logits.argmax(1).eq(y).sum().item<int64_t>();
   }
-  model->train(was_training);
   return {loss / n, static_cast<double>(correct) / n, n};
+}
+
+EvalResult evaluate(GraphModule& model, const Dataset& data, int64_t batch_size) {
+  bool was_training = model->is_training();
+  model->eval();
+  EvalResult r;
+  try {
+    r = evaluate_logits([&](const torch::Tensor& x) { return model->forward(x); }, data, batch_size);
+  } catch (...) {
+    model->train(was_training);
+    throw;
+  }
+  model->train(was_training);
+  return r;
 }
 
 Trainer::Trainer(GraphModule model, TrainOptions options)

@@ -16,6 +16,7 @@
 #include <torch/arg.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -179,6 +180,11 @@ class Trainer {
 /// Loss and top-1 accuracy in eval mode without gradients; restores the
 /// module's training flag afterwards.
 EvalResult evaluate(GraphModule& model, const Dataset& data, int64_t batch_size = 1000);
+
+/// The same loop for any forward function (teachers, integer models):
+/// [B, *sample] -> [B, classes] logits, called without gradients.
+EvalResult evaluate_logits(const std::function<torch::Tensor(const torch::Tensor&)>& forward,
+                           const Dataset& data, int64_t batch_size = 1000);
 
 /// Cross-entropy with optional label smoothing. [B, C], [B] -> scalar
 torch::Tensor task_loss(const torch::Tensor& logits, const torch::Tensor& target,
