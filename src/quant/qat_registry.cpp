@@ -1,0 +1,47 @@
+// The QAT method registry: name -> weight / activation quantizer factories.
+#include <map>
+
+#include "nnopt/core/error.h"
+#include "nnopt/quant/qat.h"
+
+namespace nnopt {
+
+namespace {
+struct Registry {
+  std::vector<std::string> order;
+  std::map<std::string, QatMethod> methods;
+};
+
+std::string join_names(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& n : v) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+Registry& registry() {
+  static Registry* r = new Registry();
+  return *r;
+}
+}  // namespace
+
+std::vector<std::string> qat_method_names() { return registry().order; }
+
+const QatMethod& qat_method(const std::string& name) {
+  auto& r = registry();
+  auto it = r.methods.find(name);
+  NNOPT_CHECK(it != r.methods.end(), ValueError, "unknown QAT method '", name, "' (known: ",
+              join_names(r.order), ")");
+  return it->second;
+}
+
+void register_qat_method(const std::string& name, QatMethod method) {
+  auto& r = registry();
+  NNOPT_CHECK(!name.empty(), ValueError, "register_qat_method: empty name");
+  NNOPT_CHECK(!r.methods.count(name), ValueError, "QAT method '", name,
+              "' is already registered (known: ", join_names(r.order), ")");
+  NNOPT_CHECK(method.weight, ValueError, "QAT method '", name, "' needs a weight quantizer factory");
+  r.order.push_back(name);
+  r.methods[name] = std::move(method);
+}
+
+}  // namespace nnopt
