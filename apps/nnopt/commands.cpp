@@ -100,6 +100,7 @@ std::vector<int64_t> parse_shape(const std::string& s, const std::string& what) 
 
 void apply_common(const Common& c) {
   set_threads(c.threads);
+  tune_allocator();
   seed_everything(c.seed);
 }
 

@@ -2,7 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <malloc.h>
+
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <cstdio>
 #include <thread>
 
@@ -12,6 +16,18 @@ int set_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
   return torch::get_num_threads();
+}
+
+bool tune_allocator() {
+  static const bool applied = [] {
+    const char* env = std::getenv("NNOPT_MALLOC");
+    if (env != nullptr && std::strcmp(env, "default") == 0) return false;
+    // Fixed values also switch off glibc's dynamic threshold adjustment.
+    bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+    ok = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && ok;
+    return ok;
+  }();
+  return applied;
 }
 
 int threads() { return torch::get_num_threads(); }

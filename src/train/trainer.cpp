@@ -167,6 +167,7 @@ EvalResult evaluate(GraphModule& model, const Dataset& data, int64_t batch_size)
 Trainer::Trainer(GraphModule model, TrainOptions options)
     : model_(std::move(model)), opt_(std::move(options)) {
   opt_.validate();
+  tune_allocator();
 }
 
 void Trainer::add_callback(CallbackPtr cb) {

@@ -8,6 +8,14 @@ namespace nnopt {
 /// Sets LibTorch's intra-op threads. n <= 0 means the machine's core count
 /// (LibTorch on Debian starts with 1). Returns the count in effect.
 int set_threads(int n);
+/// Makes glibc keep freed tensor memory in the process instead of returning
+/// it to the system after every free (mmap threshold 32 MiB, trim threshold
+/// 1 GiB). Without it each training step maps and unmaps its activation
+/// buffers and page-faults them in again: lenet5 training on 2 cores ran 13-15k
+/// images/s, with it 19-20k (docs/results.md). Idempotent; the Trainer and the
+/// CLI call it. NNOPT_MALLOC=default in the environment leaves glibc alone.
+/// Returns whether the settings were applied.
+bool tune_allocator();
 /// The intra-op thread count in effect.
 int threads();
 /// Seeds the global torch RNG (dropout, initialization).

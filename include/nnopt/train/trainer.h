@@ -160,6 +160,7 @@ struct TrainResult {
 
 class Trainer {
  public:
+  /// Validates the options and calls tune_allocator() (core/runtime.h).
   Trainer(GraphModule model, TrainOptions options);
   void add_callback(CallbackPtr cb);
   /// Trains on `train`, validating on `val` (if given) after each epoch.
