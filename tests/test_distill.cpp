@@ -451,6 +451,38 @@ TEST(DistillTrain, StudentLearnsFromTeacherAlone) {
   EXPECT_LT(r.history.back().extra.at("loss_kd"), r.history.front().extra.at("loss_kd"));
 }
 
+TEST(DistillTrain, TeacherCacheServesLaterEpochsWithTheSameResult) {
+  GraphModule teacher = trained_teacher();
+  auto run = [&](bool cache, bool augment, int64_t* hits, int64_t* rows) {
+    GraphModule student = mlp_model(4, 3);
+    auto cb = std::make_shared<DistillCallback>(
+        student, std::make_shared<Teacher>(teacher),
+        std::vector<DistillLossPtr>{make_distill_loss(parse_loss_spec("kd:T=4,alpha=0.9"))},
+        DistillOptions().cache_teacher(cache));
+    TrainOptions o = quick(2).seed(5);
+    if (augment) o.hflip(true);
+    Trainer tr(student, o);
+    tr.add_callback(cb);
+    tr.fit(data().train);
+    *hits = cb->cache_hits();
+    *rows = cb->teacher_rows();
+    return student->state();
+  };
+  int64_t hits = 0, rows = 0;
+  auto cached = run(true, false, &hits, &rows);
+  const int64_t n = data().train.size();
+  EXPECT_EQ(rows, n) << "the first epoch fills the cache";
+  EXPECT_EQ(hits, n) << "the second epoch is served from it";
+  auto plain = run(false, false, &hits, &rows);
+  EXPECT_EQ(hits, 0);
+  EXPECT_EQ(rows, 2 * n);
+  for (const auto& [name, t] : plain)
+    EXPECT_TRUE(torch::allclose(t, cached.at(name), 1e-4, 1e-5)) << name;
+  run(true, true, &hits, &rows);  // augmented batches are never cached
+  EXPECT_EQ(hits, 0);
+  EXPECT_EQ(rows, 2 * n);
+}
+
 TEST(DistillTrain, HintAdapterTrainsAndStaysOutOfTheModelFile) {
   GraphModule teacher = trained_teacher();
   GraphModule student = conv_model(4, 4, 5);

@@ -68,6 +68,7 @@ void register_distill(CLI::App& app, Runner& run) {
   static std::string teacher_arg, student_arg, ensemble = "logits", milestones;
   static std::vector<std::string> loss_args, hint_args, at_args, sp_args;
   static double ce_weight = -1, width = 1.0;
+  static bool no_teacher_cache = false;
   static int64_t depth = 20, generations = 1, val_size = 0;
   auto* sub = app.add_subcommand(
       "distill", "train a student from a teacher (knowledge distillation, FitNets, AT, SP, born-again)");
@@ -94,6 +95,9 @@ void register_distill(CLI::App& app, Runner& run) {
   sub->add_option("--ce-weight", ce_weight,
                   "weight of the student's cross-entropy with the labels (default 1 - kd alpha; 0 = no labels)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_flag("--no-teacher-cache", no_teacher_cache,
+               "run the teacher every step (default: without augmentation and feature taps, its "
+               "logits are computed once per sample and reused)");
   sub->add_option("--generations", generations,
                   "born-again: train N generations, each taught by the previous (no --teacher)")
       ->check(CLI::PositiveNumber);
@@ -105,7 +109,7 @@ void register_distill(CLI::App& app, Runner& run) {
       // Everything the user typed is checked before data or models are loaded.
       std::vector<LossSpec> specs =
           loss_specs(loss_args, {{"hint", hint_args}, {"at", at_args}, {"sp", sp_args}});
-      DistillOptions dopt = DistillOptions().ce_weight(ce_weight);
+      DistillOptions dopt = DistillOptions().ce_weight(ce_weight).cache_teacher(!no_teacher_cache);
       dopt.validate();
       std::vector<std::string> teachers = split_all({teacher_arg});
       NNOPT_CHECK(generations > 1 || !teachers.empty(), ValueError,

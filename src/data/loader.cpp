@@ -132,6 +132,8 @@ Batch DataLoader::make_batch(int64_t index) const {
   const uint64_t aug_seed = mix_seed(mix_seed(opt_.seed ^ 0xa5a5a5a5ULL, uint64_t(epoch_)), uint64_t(index));
   b.x = augment_batch(b.x, opt_.augment, aug_seed);
   b.index = index;
+  b.samples = idx;
+  b.augmented = opt_.augment.crop_padding > 0 || opt_.augment.hflip;
   return b;
 }
 

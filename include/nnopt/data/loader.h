@@ -39,6 +39,8 @@ struct Batch {
   torch::Tensor x;    ///< float32 [B, C, H, W]
   torch::Tensor y;    ///< int64 [B]
   int64_t index = 0;  ///< batch number within the epoch
+  torch::Tensor samples;  ///< int64 [B]: each sample's position in the dataset
+  bool augmented = false; ///< x was changed by augmentation (crop / flip)
 };
 
 struct LoaderOptions {

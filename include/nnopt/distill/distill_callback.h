@@ -10,7 +10,8 @@
 // ce_weight 0 is label-free distillation (labels are then unused).
 //
 // Each step the teacher runs (eval mode, no grad) on state.batch->x, the very
-// (augmented) batch the student sees; every term is logged in
+// (augmented) batch the student sees, or, for unaugmented batches and logit-only
+// losses, its logits come from a per-sample cache filled in the first epoch; every term is logged in
 // state.step_terms under the loss name ("kd", "hint", "at", "sp"), so
 // metrics.jsonl has "loss_kd", ...
 //
@@ -47,6 +48,13 @@ struct DistillOptions {
   /// Weight of the student's cross-entropy with the labels; default -1 =
   /// 1 - alpha of the "kd" loss if there is one, else 1. 0 = label-free.
   TORCH_ARG(double, ce_weight) = -1;
+  /// Cache the teacher's logits per training sample (Batch::samples) and
+  /// reuse them from the second time a sample is seen. Used only while
+  /// batches are not augmented and no loss needs teacher features (taps);
+  /// otherwise the teacher runs every step. The teacher is fixed (eval mode,
+  /// no grad), so a cached row equals a recomputed one up to float rounding
+  /// of different batch compositions. Default true.
+  TORCH_ARG(bool, cache_teacher) = true;
 
  public:
   /// ValueError for a NaN or infinite weight.
@@ -68,11 +76,14 @@ class DistillCallback : public Callback {
   void on_train_begin(TrainState& state) override;
   /// The student taps of all feature losses.
   std::vector<std::string> taps() const override { return student_taps_; }
-  /// Runs the teacher on state.batch->x and sums the losses.
+  /// Runs the teacher on state.batch->x (or takes its cached logits) and sums the losses.
   torch::Tensor loss_term(TrainState& state) override;
   /// Detaches the adapters and rewrites OUT/model.nnopt without them.
   void on_train_end(TrainState& state) override;
 
+  /// Teacher rows served from the cache / computed, since on_train_begin.
+  int64_t cache_hits() const { return cache_hits_; }
+  int64_t teacher_rows() const { return teacher_rows_; }
   /// The effective cross-entropy weight.
   double ce_weight() const { return ce_weight_; }
   const std::vector<DistillLossPtr>& losses() const { return losses_; }
@@ -88,6 +99,11 @@ class DistillCallback : public Callback {
   std::vector<std::string> student_taps_, teacher_taps_;
   std::shared_ptr<torch::nn::Module> holder_;
   bool attached_ = false;
+  // Teacher logit cache by dataset position: rows [N, K] and a filled flag [N].
+  torch::Tensor teacher_logits(const Batch& batch, TensorMap& t_taps);
+  bool cache_ = true;
+  torch::Tensor cache_rows_, cache_filled_;
+  int64_t cache_hits_ = 0, teacher_rows_ = 0;
 };
 
 /// The hook for other families (QAT, pruning, ...): distill from a live model,

@@ -17,9 +17,9 @@
 //             target is exactly the mean probability.
 // Feature taps (hint, at, sp) need a single teacher.
 //
-// No caching of teacher outputs: the teacher forward is one eval-mode pass
-// (cheaper than the student's forward + backward), and a cache is only valid
-// without augmentation; DistillCallback always runs the teacher on state.batch->x.
+// Teacher outputs are cached by DistillCallback, not here: it knows each
+// batch's dataset positions and whether it was augmented (see
+// DistillOptions::cache_teacher).
 //
 // Example:
 //   auto teacher = nnopt::load_teacher({"a.nnopt", "b.pt"}, {1, 28, 28},
