@@ -2,6 +2,11 @@
 #include <map>
 
 #include "nnopt/core/error.h"
+#include "nnopt/quant/apot.h"
+#include "nnopt/quant/dorefa.h"
+#include "nnopt/quant/lsq.h"
+#include "nnopt/quant/lsq_plus.h"
+#include "nnopt/quant/pact.h"
 #include "nnopt/quant/qat.h"
 
 namespace nnopt {
@@ -19,7 +24,19 @@ std::string join_names(const std::vector<std::string>& v) {
 }
 
 Registry& registry() {
-  static Registry* r = new Registry();
+  static Registry* r = [] {
+    auto* reg = new Registry();
+    auto add = [reg](const std::string& n, QatMethod m) {
+      reg->order.push_back(n);
+      reg->methods[n] = std::move(m);
+    };
+    add("dorefa", {make_dorefa_quantizer, nullptr});  // activations keep the calibrated FakeQuant
+    add("pact", {make_dorefa_quantizer, make_pact_quantizer});
+    add("lsq", {make_lsq_quantizer, make_lsq_quantizer});
+    add("lsq+", {make_lsq_plus_quantizer, make_lsq_plus_quantizer});
+    add("apot", {make_apot_quantizer, make_apot_quantizer});
+    return reg;
+  }();
   return *r;
 }
 }  // namespace

@@ -1,0 +1,75 @@
+#pragma once
+// APoT: additive powers-of-two quantization (Li, Dong, Wang, "Additive
+// Powers-of-Two Quantization: An Efficient Non-uniform Discretization for
+// Neural Networks", ICLR 2020).
+//
+// Levels (magnitudes, m bits): sums of n = ceil(m/2) terms,
+//   Q = gamma * { p_0 + ... + p_{n-1} },
+//   p_i in {0, 2^-i, 2^-(i+n), ..., 2^-(i+(2^k_i - 2) n)},
+// k_i = 2 bits per term (the paper's k = 2); for odd m the last term has
+// k = 1 bit ({0, 2^-(n-1)}). Every power of two appears in one term only, so
+// the 2^m sums are distinct; gamma scales the largest to 1. m = 2: {0, 1/4,
+// 1/2, 1} (powers of two); m = 1: {0, 1} (ternary with the sign).
+// Signed grids use m = b - 1 magnitude bits and a sign (2^b - 1 levels);
+// unsigned ones (activations after relu) m = b (2^b levels).
+//
+// Reparameterized clipping function (RCF), alpha learnable:
+//   x_hat = alpha * Pi(clamp(x / alpha, -1, 1))      (Pi: nearest level, STE)
+//   d x_hat / d alpha = Pi(x / alpha) - x / alpha inside, sign(x) outside.
+// Weight normalization: w_hat = (w - mu) / sigma (per layer, statistics
+// detached as in the authors' code), quantized, then multiplied by sigma
+// again since nnopt's models have batch norm folded (the paper relies on the
+// following BN to absorb the scale). APoT is per layer even when the weight
+// scheme is per channel.
+//
+// Initialization: activations alpha = the calibrated FakeQuant's upper range
+// (scale * (quant_max - zero_point)); an unsigned scheme with a zero point
+// above quant_min (negative values representable, e.g. the input) uses a
+// signed grid. Weights: alpha minimizing the quantization MSE of w_hat over
+// 100 candidates in (0, max|w_hat|].
+//
+// The levels are not uniform: an APoT model cannot become a FakeQuant model
+// or run on the integer kernels (convert_qat_to_fake_quant throws); it is
+// evaluated as a fake-quant float model.
+#include <torch/torch.h>
+
+#include <string>
+
+#include "nnopt/quant/qat.h"
+
+namespace nnopt {
+
+/// The 2^m normalized magnitude levels in [0, 1], ascending (m = 1..8).
+/// ValueError for other m.
+torch::Tensor apot_levels(int64_t magnitude_bits);
+
+/// Nearest APoT level (straight-through) with the RCF clip:
+/// x [any shape] -> alpha * Pi(clamp(x / alpha, lo, 1)), lo = -1 (signed) or 0.
+torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
+                            const torch::Tensor& levels, bool is_signed);
+
+/// APoT weight or activation quantizer. Parameter "alpha" [1]; buffers
+/// "grid" (normalized levels) and "sigma" (weights: the last normalization std).
+class ApotQuantizerImpl : public QatQuantizerImpl {
+ public:
+  ApotQuantizerImpl(const QuantScheme& scheme, bool weight, bool signed_grid, double alpha);
+  torch::Tensor forward(const torch::Tensor& x) override;
+  std::string describe() const override;
+  std::string kind() const override { return "apot"; }
+  bool uniform() const override { return false; }
+  /// All output values (with sign), times sigma for weights.
+  torch::Tensor levels(int64_t channel = 0) const override;
+  torch::Tensor clip_penalty() const override { return alpha_.square().sum(); }
+
+  torch::Tensor alpha() const { return alpha_; }
+  bool signed_grid() const { return signed_; }
+
+ private:
+  bool weight_, signed_;
+  torch::Tensor alpha_, grid_, sigma_;
+};
+
+/// From the calibrated FakeQuant as described above.
+QatQuantizerPtr make_apot_quantizer(const QuantizerInit& init);
+
+}  // namespace nnopt

@@ -1,0 +1,119 @@
+// DoReFa weight quantization (Zhou et al. 2016). Formulas in quant/dorefa.h.
+#include "nnopt/quant/dorefa.h"
+
+#include <cmath>
+#include <vector>
+
+#include "nnopt/core/error.h"
+
+namespace nnopt {
+
+DorefaQuantizerImpl::DorefaQuantizerImpl(const QuantScheme& scheme, const torch::Tensor& clip,
+                                         bool paper_grid)
+    : QatQuantizerImpl(scheme), paper_grid_(paper_grid) {
+  NNOPT_CHECK(scheme.is_signed() && scheme.symmetric(), ValueError,
+              "DoReFa quantizes weights on a signed symmetric grid, got ", scheme.describe());
+  torch::Tensor c = clip.detach().to(torch::kFloat32).reshape({-1}).clone();
+  NNOPT_CHECK(scheme.per_channel() || c.numel() == 1, ValueError,
+              "DoReFa: a per-tensor quantizer needs 1 clip value, got ", c.numel());
+  NNOPT_CHECK(torch::isfinite(c).all().item<bool>() && (c > 0).all().item<bool>(), ValueError,
+              "DoReFa: clip values must be finite and > 0");
+  clip_ = register_buffer("clip", c);
+}
+
+torch::Tensor DorefaQuantizerImpl::view_shape(const torch::Tensor& t, int64_t dim) const {
+  if (!scheme_.per_channel()) return t.reshape({});
+  std::vector<int64_t> shape(dim, 1);
+  shape[scheme_.ch_axis()] = -1;
+  return t.view(shape);
+}
+
+torch::Tensor DorefaQuantizerImpl::normalized(const torch::Tensor& w) const {
+  torch::Tensor t = torch::tanh(w);
+  torch::Tensor m;
+  if (scheme_.per_channel()) {
+    const int64_t axis = scheme_.ch_axis();
+    NNOPT_CHECK(axis < w.dim() && w.size(axis) == clip_.numel(), ValueError, "DoReFa: ",
+                clip_.numel(), " per-channel clip values do not fit a weight of shape ", w.sizes());
+    std::vector<int64_t> dims;
+    for (int64_t d = 0; d < w.dim(); ++d)
+      if (d != axis) dims.push_back(d);
+    m = dims.empty() ? t.abs() : t.abs().amax(dims, /*keepdim=*/true);
+  } else {
+    m = t.abs().max();
+  }
+  return t / m.clamp_min(1e-12);
+}
+
+torch::Tensor DorefaQuantizerImpl::forward(const torch::Tensor& w) {
+  torch::Tensor n = normalized(w);  // [-1, 1]
+  torch::Tensor c = view_shape(clip_, w.dim());
+  if (paper_grid_) {
+    const double k = std::pow(2.0, static_cast<double>(scheme_.bits())) - 1;
+    torch::Tensor r = (n * 0.5 + 0.5) * k;
+    r = (r.round() - r).detach() + r;
+    return c * (r * (2.0 / k) - 1.0);
+  }
+  const double qp = std::pow(2.0, static_cast<double>(scheme_.bits() - 1)) - 1;
+  torch::Tensor r = n * qp;
+  r = (r.round() - r).detach() + r;
+  return c * (r / qp);
+}
+
+std::string DorefaQuantizerImpl::describe() const {
+  return std::string("dorefa(") + scheme_.describe() + (paper_grid_ ? ", paper grid)" : ")");
+}
+
+torch::Tensor DorefaQuantizerImpl::levels(int64_t channel) const {
+  NNOPT_CHECK(channel >= 0 && channel < clip_.numel(), ValueError, "DoReFa: channel ", channel,
+              " out of range [0, ", clip_.numel(), ")");
+  const float c = clip_[channel].item<float>();
+  if (paper_grid_) {
+    const int64_t k = (int64_t{1} << scheme_.bits()) - 1;
+    return (torch::arange(0, k + 1, torch::kFloat32) * (2.0 / k) - 1.0) * c;
+  }
+  const int64_t qp = (int64_t{1} << (scheme_.bits() - 1)) - 1;
+  return torch::arange(-qp, qp + 1, torch::kFloat32) / static_cast<double>(qp) * c;
+}
+
+FakeQuantPtr DorefaQuantizerImpl::to_fake_quant() const {
+  QuantScheme s = scheme_;
+  torch::Tensor scale;
+  if (paper_grid_) {
+    NNOPT_CHECK(scheme_.bits() < 8, ValueError, "DoReFa's paper grid at ", scheme_.bits(),
+                " bits (2^", scheme_.bits(), " levels without zero) needs ", scheme_.bits() + 1,
+                "-bit codes; use the default symmetric grid for 8-bit integer inference");
+    s.bits(scheme_.bits() + 1).narrow_range(false);
+    scale = clip_ / static_cast<double>((int64_t{1} << scheme_.bits()) - 1);
+  } else {
+    scale = clip_ / static_cast<double>((int64_t{1} << (scheme_.bits() - 1)) - 1);
+  }
+  auto fq = std::make_shared<FakeQuantImpl>(s, nullptr, clip_.numel());
+  fq->set_qparams({scale.clone(), torch::zeros({clip_.numel()}, torch::kInt64)});
+  fq->set_quantizing(true);
+  return fq;
+}
+
+torch::Tensor DorefaQuantizerImpl::fq_input(const torch::Tensor& w) const {
+  torch::NoGradGuard ng;
+  return const_cast<DorefaQuantizerImpl*>(this)->forward(w);
+}
+
+QatQuantizerPtr make_dorefa_quantizer(const QuantizerInit& init) {
+  if (!init.weight) return nullptr;  // activations keep the calibrated FakeQuant
+  NNOPT_CHECK(init.value.defined(), ValueError, "DoReFa: a weight quantizer needs the weight");
+  torch::Tensor w = init.value.detach().to(torch::kFloat32);
+  torch::Tensor c;
+  if (init.scheme.per_channel()) {
+    const int64_t axis = init.scheme.ch_axis();
+    NNOPT_CHECK(axis < w.dim(), ValueError, "ch_axis ", axis,
+                " is out of range for a tensor of rank ", w.dim());
+    c = w.movedim(axis, 0).reshape({w.size(axis), -1}).abs().amax(1);
+  } else {
+    c = w.abs().max().reshape({1});
+  }
+  const bool paper = init.options && init.options->dorefa_paper_grid();
+  return std::make_shared<DorefaQuantizerImpl>(init.scheme, c.clamp_min(1e-8), paper);
+}
+
+}  // namespace nnopt

@@ -1,0 +1,199 @@
+// LSQ (Esser et al., ICLR 2020): the fused quantize operator shared with LSQ+
+// and PACT, and the LSQ quantizer. Formulas in include/nnopt/quant/lsq.h.
+#include "nnopt/quant/lsq.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "nnopt/core/error.h"
+
+namespace nnopt {
+
+namespace {
+
+constexpr float kMinStep = 1e-8f;
+
+// Forward and backward in one pass each over contiguous float32 data.
+class LsqFunction : public torch::autograd::Function<LsqFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& step, const torch::Tensor& offset, double lo,
+                               double hi, double grad_scale, bool step_grad_inside,
+                               bool has_offset) {
+    torch::Tensor xc = x.contiguous();
+    const float s = std::max(step.item<float>(), kMinStep);
+    const float inv = 1.0f / s;
+    const float b = has_offset ? offset.item<float>() : 0.0f;
+    const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
+    torch::Tensor out = torch::empty_like(xc);
+    const float* xp = xc.data_ptr<float>();
+    float* op = out.data_ptr<float>();
+    at::parallel_for(0, xc.numel(), 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float q = std::nearbyint((xp[i] - b) * inv);
+        q = std::min(std::max(q, flo), fhi);
+        op[i] = q * s + b;
+      }
+    });
+    ctx->save_for_backward({xc});
+    ctx->saved_data["s"] = static_cast<double>(s);
+    ctx->saved_data["b"] = static_cast<double>(b);
+    ctx->saved_data["lo"] = lo;
+    ctx->saved_data["hi"] = hi;
+    ctx->saved_data["g"] = grad_scale;
+    ctx->saved_data["inside"] = step_grad_inside;
+    ctx->saved_data["has_offset"] = has_offset;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::Tensor xc = ctx->get_saved_variables()[0];
+    torch::Tensor dy = grads[0].contiguous();
+    const float s = static_cast<float>(ctx->saved_data["s"].toDouble());
+    const float inv = 1.0f / s;
+    const float b = static_cast<float>(ctx->saved_data["b"].toDouble());
+    const float lo = static_cast<float>(ctx->saved_data["lo"].toDouble());
+    const float hi = static_cast<float>(ctx->saved_data["hi"].toDouble());
+    const double g = ctx->saved_data["g"].toDouble();
+    const bool inside = ctx->saved_data["inside"].toBool();
+    const bool has_offset = ctx->saved_data["has_offset"].toBool();
+    torch::Tensor dx = torch::empty_like(xc);
+    const float* xp = xc.data_ptr<float>();
+    const float* gp = dy.data_ptr<float>();
+    float* dp = dx.data_ptr<float>();
+    const int64_t n = xc.numel();
+    // Fixed chunking so the reduction order (and result) does not depend on threads.
+    const int64_t chunk = 16384;
+    const int64_t nchunks = std::max<int64_t>(1, (n + chunk - 1) / chunk);
+    std::vector<double> ds(nchunks, 0.0), db(nchunks, 0.0);
+    at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
+      for (int64_t c = cb; c < ce; ++c) {
+        double sacc = 0, bacc = 0;
+        const int64_t e = std::min(n, (c + 1) * chunk);
+        for (int64_t i = c * chunk; i < e; ++i) {
+          const float v = (xp[i] - b) * inv;
+          const float d = gp[i];
+          if (v < lo) {
+            dp[i] = 0;
+            sacc += static_cast<double>(d) * lo;
+            bacc += d;
+          } else if (v > hi) {
+            dp[i] = 0;
+            sacc += static_cast<double>(d) * hi;
+            bacc += d;
+          } else {
+            dp[i] = d;
+            if (inside) sacc += static_cast<double>(d) * (std::nearbyint(v) - v);
+          }
+        }
+        ds[c] = sacc;
+        db[c] = bacc;
+      }
+    });
+    double dss = 0, dbs = 0;
+    for (int64_t c = 0; c < nchunks; ++c) {
+      dss += ds[c];
+      dbs += db[c];
+    }
+    torch::Tensor gstep = torch::full({1}, dss * g, torch::kFloat32);
+    torch::Tensor goff = has_offset ? torch::full({1}, dbs * g, torch::kFloat32) : torch::Tensor();
+    return {dx,
+            gstep,
+            goff,
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& step,
+                           const torch::Tensor& offset, double lo, double hi, double grad_scale,
+                           bool step_grad_inside) {
+  NNOPT_CHECK(x.scalar_type() == torch::kFloat32, ValueError,
+              "lsq_quantize: x must be float32, got ", x.scalar_type());
+  NNOPT_CHECK(step.numel() == 1, ValueError, "lsq_quantize: step must have 1 element, got ",
+              step.numel());
+  NNOPT_CHECK(!offset.defined() || offset.numel() == 1, ValueError,
+              "lsq_quantize: offset must have 1 element, got ", offset.numel());
+  NNOPT_CHECK(lo < hi, ValueError, "lsq_quantize: the integer range must have lo < hi, got [", lo,
+              ", ", hi, "]");
+  torch::Tensor s = step.reshape({1});
+  // Custom autograd functions take defined tensors only: a constant 0 stands for no offset.
+  torch::Tensor b = offset.defined() ? offset.reshape({1}) : torch::zeros({1});
+  return LsqFunction::apply(x, s, b, lo, hi, grad_scale, step_grad_inside, offset.defined());
+}
+
+LsqQuantizerImpl::LsqQuantizerImpl(const QuantScheme& scheme, bool weight,
+                                   const torch::Tensor& step, const torch::Tensor& zero_point)
+    : QatQuantizerImpl(scheme), weight_(weight) {
+  NNOPT_CHECK(weight || !scheme.per_channel(), ValueError,
+              "LSQ: activation quantizers are per tensor, got ", scheme.describe());
+  torch::Tensor s = step.detach().to(torch::kFloat32).reshape({-1}).clone();
+  check_qparams(scheme, {s, zero_point.to(torch::kInt64).reshape({-1})}, -1, "LSQ init");
+  NNOPT_CHECK(scheme.per_channel() || s.numel() == 1, ValueError,
+              "LSQ: a per-tensor quantizer needs 1 step, got ", s.numel());
+  step_ = register_parameter("step", s);
+  zero_point_ = register_buffer("zero_point", zero_point.to(torch::kInt64).reshape({-1}).clone());
+}
+
+torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
+  const int64_t qmin = scheme_.quant_min(), qmax = scheme_.quant_max();
+  if (!scheme_.per_channel()) {
+    const int64_t z = zero_point_.item<int64_t>();
+    const double lo = static_cast<double>(qmin - z), hi = static_cast<double>(qmax - z);
+    // N: weights per step, or features per sample for activations.
+    const double n = weight_ ? static_cast<double>(x.numel())
+                             : static_cast<double>(x.numel() / std::max<int64_t>(1, x.size(0)));
+    const double g = 1.0 / std::sqrt(n * std::max(hi, 1.0));
+    return lsq_quantize(x, step_, torch::Tensor(), lo, hi, g);
+  }
+  // Per output channel (weights): the reference formula with torch ops.
+  const int64_t axis = scheme_.ch_axis();
+  NNOPT_CHECK(axis < x.dim() && x.size(axis) == step_.numel(), ValueError, "LSQ: ",
+              step_.numel(), " per-channel steps do not fit a tensor of shape ", x.sizes());
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[axis] = -1;
+  torch::Tensor lo = (qmin - zero_point_).to(torch::kFloat32).view(shape);
+  torch::Tensor hi = (qmax - zero_point_).to(torch::kFloat32).view(shape);
+  const double n = static_cast<double>(x.numel() / step_.numel());
+  const double g = 1.0 / std::sqrt(n * std::max<double>(hi.max().item<float>(), 1.0));
+  torch::Tensor s = step_.clamp_min(kMinStep);
+  s = (s - s * g).detach() + s * g;  // value s, gradient scaled by g
+  s = s.view(shape);
+  torch::Tensor v = x * s.reciprocal();
+  v = torch::maximum(torch::minimum(v, hi), lo);
+  v = (v.round() - v).detach() + v;  // straight-through round
+  return v * s;
+}
+
+std::string LsqQuantizerImpl::describe() const { return "lsq(" + scheme_.describe() + ")"; }
+
+torch::Tensor LsqQuantizerImpl::levels(int64_t channel) const {
+  NNOPT_CHECK(channel >= 0 && channel < step_.numel(), ValueError, "LSQ: channel ", channel,
+              " out of range [0, ", step_.numel(), ")");
+  const int64_t z = zero_point_[channel].item<int64_t>();
+  const float s = std::max(step_[channel].item<float>(), kMinStep);
+  return torch::arange(scheme_.quant_min() - z, scheme_.quant_max() - z + 1, torch::kFloat32) * s;
+}
+
+FakeQuantPtr LsqQuantizerImpl::to_fake_quant() const {
+  auto fq = std::make_shared<FakeQuantImpl>(scheme_, nullptr, step_.numel());
+  fq->set_qparams({step_.detach().clamp_min(kMinStep).clone(), zero_point_.clone()});
+  fq->set_quantizing(true);
+  return fq;
+}
+
+QatQuantizerPtr make_lsq_quantizer(const QuantizerInit& init) {
+  return std::make_shared<LsqQuantizerImpl>(init.scheme, init.weight, init.qparams.scale,
+                                            init.qparams.zero_point);
+}
+
+}  // namespace nnopt

@@ -1,0 +1,369 @@
+// Tests for quantization-aware training: the learnable quantizers (LSQ, LSQ+,
+// PACT, DoReFa, APoT) against their reference formulas, their grids, the
+// gradients of their learnable parameters, run_qat on a tiny synthetic task,
+// conversion back to FakeQuant and integer lowering, and the error messages.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+#include <string>
+
+#include "nnopt/core/error.h"
+#include "nnopt/data/dataset.h"
+#include "nnopt/deploy/int8.h"
+#include "nnopt/models/zoo.h"
+#include "nnopt/nn/fold_bn.h"
+#include "nnopt/quant/apot.h"
+#include "nnopt/quant/attach.h"
+#include "nnopt/quant/dorefa.h"
+#include "nnopt/quant/lsq.h"
+#include "nnopt/quant/lsq_plus.h"
+#include "nnopt/quant/pact.h"
+#include "nnopt/quant/qat.h"
+#include "nnopt/train/trainer.h"
+#include "test_util.h"
+
+namespace nnopt {
+namespace {
+
+// ---------------------------------------------------------------- LSQ gradient
+
+// The LSQ paper's formula written with torch ops (grad_scale and round_pass as
+// in Esser et al., Appendix), with an optional LSQ+ offset.
+torch::Tensor lsq_reference(const torch::Tensor& x, const torch::Tensor& s, const torch::Tensor& b,
+                            double lo, double hi, double g) {
+  torch::Tensor sg = (s - s * g).detach() + s * g;
+  torch::Tensor bg = b.defined() ? (b - b * g).detach() + b * g : torch::zeros({1});
+  torch::Tensor v = ((x - bg) / sg).clamp(lo, hi);
+  torch::Tensor vbar = (v.round() - v).detach() + v;
+  return vbar * sg + bg;
+}
+
+TEST(QatLsq, GradientMatchesAutogradOfReference) {
+  torch::manual_seed(0);
+  const double lo = -8, hi = 7;  // s4
+  torch::Tensor x0 = torch::randn({16, 8, 5, 5}) * 0.6;  // a good share beyond 0.7 = 7 * step
+  torch::Tensor w = torch::randn({16, 8, 5, 5});          // upstream gradient
+  const double g = 1.0 / std::sqrt(8 * 5 * 5 * hi);
+  for (bool with_offset : {false, true}) {
+    torch::Tensor x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
+    torch::Tensor s1 = torch::full({1}, 0.1f).requires_grad_(true);
+    torch::Tensor s2 = torch::full({1}, 0.1f).requires_grad_(true);
+    torch::Tensor b1, b2;
+    if (with_offset) {
+      b1 = torch::full({1}, -0.05f).requires_grad_(true);
+      b2 = torch::full({1}, -0.05f).requires_grad_(true);
+    }
+    torch::Tensor y1 = lsq_quantize(x1, s1, b1, lo, hi, g);
+    torch::Tensor y2 = lsq_reference(x2, s2, b2, lo, hi, g);
+    EXPECT_TRUE(torch::allclose(y1, y2, 0, 1e-6)) << (y1 - y2).abs().max().item<float>();
+    (y1 * w).sum().backward();
+    (y2 * w).sum().backward();
+    // Reference: d/dx of (x / s) * s is 1 up to float rounding; same mask.
+    EXPECT_TRUE(torch::allclose(x1.grad(), x2.grad(), 1e-6, 1e-6));
+    EXPECT_TRUE(torch::equal(x1.grad().ne(0), x2.grad().ne(0)));
+    EXPECT_NEAR(s1.grad().item<double>(), s2.grad().item<double>(),
+                1e-4 * std::abs(s2.grad().item<double>()) + 1e-6);
+    EXPECT_NE(s1.grad().item<double>(), 0.0);
+    if (with_offset) {
+      EXPECT_NEAR(b1.grad().item<double>(), b2.grad().item<double>(),
+                  1e-4 * std::abs(b2.grad().item<double>()) + 1e-6);
+      EXPECT_NE(b1.grad().item<double>(), 0.0);
+    }
+  }
+}
+
+TEST(QatLsq, ModuleUsesPaperGradScaleAndEqualsFakeQuant) {
+  torch::manual_seed(1);
+  // Activation (u4, zero point 0): g = 1 / sqrt(features per sample * Q_P).
+  QuantScheme a = QuantScheme(4).is_signed(false).symmetric(false);
+  LsqQuantizerImpl q(a, false, torch::full({1}, 0.2f), torch::zeros({1}, torch::kInt64));
+  torch::Tensor x = torch::randn({4, 3, 6, 6}).abs().requires_grad_(true);
+  torch::Tensor y = q.forward(x);
+  y.sum().backward();
+  torch::Tensor s = torch::full({1}, 0.2f).requires_grad_(true);
+  lsq_reference(x.detach(), s, {}, 0, 15, 1.0 / std::sqrt(3 * 6 * 6 * 15.0)).sum().backward();
+  EXPECT_NEAR(q.step().grad().item<double>(), s.grad().item<double>(), 1e-5);
+  // Same values as FakeQuant with scale = step (bit for bit).
+  auto fq = q.to_fake_quant();
+  EXPECT_TRUE(torch::equal(y.detach(), fq->forward(x.detach())));
+
+  // Per-channel weights (s4): each channel's step gets its own gradient.
+  QuantScheme ws = QuantScheme(4).per_channel(true);
+  torch::Tensor steps = torch::tensor({0.05f, 0.1f, 0.2f});
+  LsqQuantizerImpl wq(ws, true, steps, torch::zeros({3}, torch::kInt64));
+  torch::Tensor wt = torch::randn({3, 2, 3, 3}) * 0.5;
+  torch::Tensor wy = wq.forward(wt);
+  wy.sum().backward();
+  for (int64_t c = 0; c < 3; ++c) {
+    torch::Tensor sc = steps[c].reshape({1}).clone().requires_grad_(true);
+    lsq_reference(wt[c], sc, {}, -8, 7, 1.0 / std::sqrt(18 * 7.0)).sum().backward();
+    EXPECT_NEAR(wq.step().grad()[c].item<double>(), sc.grad().item<double>(), 1e-5) << c;
+  }
+  EXPECT_TRUE(torch::allclose(wy.detach(), wq.to_fake_quant()->forward(wt), 0, 1e-7));
+}
+
+// ---------------------------------------------------------------- grids
+
+struct GridCase {
+  std::string method;
+  bool weight;
+  int64_t bits;
+  int64_t levels;  // expected number of distinct output values
+};
+
+bool on_grid(const torch::Tensor& y, const torch::Tensor& levels, double tol) {
+  torch::Tensor d = (y.reshape({-1, 1}) - levels.reshape({1, -1})).abs().amin(1);
+  return d.max().item<double>() <= tol;
+}
+
+TEST(QatGrid, OutputsLieOnGridWithRightLevelCount) {
+  QatOptions opt;
+  QatOptions paper = QatOptions().dorefa_paper_grid(true);
+  for (int64_t b : {2, 3, 4, 8}) {
+    const int64_t n = int64_t{1} << b;
+    std::vector<GridCase> cases = {
+        {"lsq", true, b, n},  {"lsq", false, b, n},  {"lsq+", true, b, n},
+        {"lsq+", false, b, n}, {"pact", true, b, n - 1}, {"pact", false, b, n},
+        {"dorefa", true, b, n - 1}, {"apot", true, b, n - 1}, {"apot", false, b, n},
+        {"dorefa-paper", true, b, n}};
+    for (const auto& c : cases) {
+      SCOPED_TRACE(c.method + (c.weight ? " weight " : " activation ") + std::to_string(b));
+      QuantizerInit init;
+      init.weight = c.weight;
+      init.options = c.method == "dorefa-paper" ? &paper : &opt;
+      torch::Tensor x;
+      if (c.weight) {
+        init.scheme = QuantScheme(b);
+        x = torch::linspace(-1, 1, 40000).reshape({40, 1000});
+        init.value = x;
+        init.qparams = init.scheme.qparams(torch::tensor({-1.0f}), torch::tensor({1.0f}));
+      } else {
+        init.scheme = QuantScheme(b).is_signed(false).symmetric(false);
+        x = torch::linspace(-0.5, 3, 40000).reshape({1, 40000});
+        init.qparams = init.scheme.qparams(torch::tensor({0.0f}), torch::tensor({2.0f}));
+      }
+      const std::string m = c.method == "dorefa-paper" ? "dorefa" : c.method;
+      const QatMethod& method = qat_method(m);
+      QatQuantizerPtr q = (c.weight ? method.weight : method.activation)(init);
+      ASSERT_TRUE(q);
+      torch::NoGradGuard ng;
+      // Weights: three times the calibrated range, so that fixed steps reach every level.
+      torch::Tensor xin = c.weight ? x * 3 : x;
+      torch::Tensor y = q->forward(xin);
+      torch::Tensor lv = q->levels();
+      EXPECT_EQ(lv.numel(), c.levels);
+      const double tol = 1e-5 * lv.abs().max().item<double>();
+      EXPECT_TRUE(on_grid(y, lv, tol));
+      // Dense inputs beyond the clip range reach every level.
+      EXPECT_EQ(std::get<0>(torch::_unique(y.flatten())).numel(), c.levels);
+      if (q->uniform() && (c.method != "dorefa-paper" || b < 8)) {
+        auto fq = q->to_fake_quant();  // equivalent FakeQuant gives the same values
+        EXPECT_TRUE(torch::allclose(fq->forward(q->fq_input(xin)), y, 0, tol));
+      }
+    }
+  }
+  // The activation method of dorefa keeps the calibrated FakeQuant.
+  EXPECT_FALSE(qat_method("dorefa").activation);
+}
+
+TEST(QatGrid, ApotLevels) {
+  EXPECT_TRUE(torch::allclose(apot_levels(2), torch::tensor({0.0f, 0.25f, 0.5f, 1.0f})));
+  EXPECT_TRUE(torch::allclose(apot_levels(1), torch::tensor({0.0f, 1.0f})));
+  for (int64_t m = 1; m <= 8; ++m) {
+    torch::Tensor l = apot_levels(m);
+    EXPECT_EQ(l.numel(), int64_t{1} << m);
+    EXPECT_FLOAT_EQ(l[-1].item<float>(), 1.0f);
+    // every level is a sum of at most ceil(m/2) powers of two: check m = 4 exactly
+    if (m == 4) {
+      std::set<float> want;
+      for (float a : {0.0f, 1.0f, 0.25f, 1.0f / 16})
+        for (float c : {0.0f, 0.5f, 0.125f, 1.0f / 32}) want.insert((a + c) / 1.5f);
+      std::set<float> got;
+      for (int64_t i = 0; i < l.numel(); ++i) got.insert(l[i].item<float>());
+      ASSERT_EQ(got.size(), want.size());
+      auto g = got.begin();
+      for (float w : want) EXPECT_NEAR(*g++, w, 1e-6);
+    }
+  }
+  EXPECT_THROW_MSG(apot_levels(0), ValueError, "APoT: magnitude bits must be in [1, 8], got 0");
+}
+
+// ---------------------------------------------------------------- learnable parameters
+
+TEST(QatParams, ClipAndOffsetGetGradients) {
+  torch::manual_seed(2);
+  QuantScheme u4 = QuantScheme(4).is_signed(false).symmetric(false);
+  torch::Tensor x = torch::randn({8, 100}).abs() * 2;
+  // PACT: d/d alpha = number of x >= alpha (upstream gradient 1), exactly.
+  PactQuantizerImpl pact(u4, 1.5, 0);
+  pact.forward(x).sum().backward();
+  EXPECT_FLOAT_EQ(pact.alpha().grad().item<float>(), (x > 1.5).sum().item<float>());
+  EXPECT_NEAR(pact.clip_penalty().item<double>(), 2.25, 1e-6);
+  // LSQ+: step and offset both learn.
+  LsqPlusQuantizerImpl lp(u4, 0.1, -0.2);
+  (lp.forward(x) - x).square().sum().backward();
+  EXPECT_NE(lp.step().grad().item<float>(), 0.0f);
+  EXPECT_NE(lp.offset().grad().item<float>(), 0.0f);
+  // APoT: RCF gradient, sign(x) beyond alpha, Pi(x/alpha) - x/alpha inside.
+  ApotQuantizerImpl ap(u4, false, false, 1.0);
+  torch::Tensor xs = torch::tensor({0.3f, 0.9f, 2.0f, 3.0f});
+  ap.forward(xs).sum().backward();
+  torch::Tensor lv = apot_levels(4);
+  auto nearest = [&](float v) { return lv[(lv - v).abs().argmin()].item<float>(); };
+  float want = (nearest(0.3f) - 0.3f) + (nearest(0.9f) - 0.9f) + 1 + 1;
+  EXPECT_NEAR(ap.alpha().grad().item<float>(), want, 1e-5);
+  // DoReFa weights: gradient reaches the latent weights through tanh.
+  torch::Tensor w = (torch::randn({4, 3, 3, 3}) * 0.3).requires_grad_(true);
+  DorefaQuantizerImpl dq(QuantScheme(3).per_channel(true), torch::full({4}, 0.5f), false);
+  (dq.forward(w) * torch::randn({4, 3, 3, 3})).sum().backward();
+  EXPECT_GT(w.grad().abs().sum().item<float>(), 0.0f);
+  // LSQ+ weight init: max(|mu - 3 sigma|, |mu + 3 sigma|) / 2^(b-1).
+  torch::Tensor wi = torch::randn({1000});
+  double mu = wi.mean().item<double>(), sd = wi.std().item<double>();
+  EXPECT_NEAR(lsq_plus_weight_step(wi, QuantScheme(4)).item<double>(),
+              std::max(std::abs(mu - 3 * sd), std::abs(mu + 3 * sd)) / 8, 1e-6);
+}
+
+// ---------------------------------------------------------------- run_qat
+
+struct TinyTask {
+  Dataset train = make_synthetic(768, {1, 16, 16}, 10, 1);
+  Dataset test = make_synthetic(256, {1, 16, 16}, 10, 2);
+  Graph folded_graph;
+  TensorMap weights;
+  TinyTask() {
+    ModelOptions mo;
+    mo.input_shape = {1, 16, 16};
+    mo.width = 0.25;
+    torch::manual_seed(0);
+    GraphModule m(build_model("resnet8", mo));
+    Trainer t(m, TrainOptions(2).batch_size(64).lr(0.05).weight_decay(0).progress("off").seed(0));
+    t.fit(train);
+    m->eval();
+    GraphModule f = fold_batch_norm(m);
+    folded_graph = f->graph();
+    weights = f->state();
+  }
+  GraphModule fp32() const {
+    GraphModule m(folded_graph);
+    m->load_state(weights);
+    m->eval();
+    return m;
+  }
+  GraphModule calibrated(int64_t bits) const {
+    GraphModule m = fp32();
+    attach_quantizers(m, QuantConfig()
+                             .weight(QuantScheme(bits).per_channel(true))
+                             .activation(QuantScheme(bits).is_signed(false).symmetric(false)));
+    calibrate(m, train, 2, 128);
+    return m;
+  }
+};
+const TinyTask& tiny() {
+  static TinyTask* t = new TinyTask();
+  return *t;
+}
+
+QatOptions quick(const std::string& method, int64_t epochs = 2) {
+  return QatOptions().method(method).train(
+      TrainOptions(epochs).batch_size(64).lr(0.01).progress("off").seed(0));
+}
+
+TEST(QatRun, EachMethodTrainsAndLowersLoss) {
+  const TinyTask& t = tiny();
+  for (const auto& name : qat_method_names()) {
+    SCOPED_TRACE(name);
+    GraphModule m = t.calibrated(3);
+    attach_qat_quantizers(m, quick(name));
+    EvalResult before = evaluate(m, t.train);
+    TrainResult r = run_qat(m, t.train, &t.test, quick(name));
+    EvalResult after = evaluate(m, t.train);
+    EXPECT_LT(after.loss, before.loss) << before.loss << " -> " << after.loss;
+    EXPECT_FALSE(find_qat_quantizers(m).empty());
+    EXPECT_EQ(r.history.size(), 2u);
+    if (name == "pact" || name == "apot") EXPECT_TRUE(r.history.back().extra.count("loss_clip_l2"));
+    // Back to FakeQuant: same function for uniform grids; APoT refuses.
+    torch::NoGradGuard ng;
+    torch::Tensor x = t.test.images.slice(0, 0, 64);
+    m->eval();
+    torch::Tensor y = m->forward(x);
+    if (name == "apot") {
+      EXPECT_THROW_MSG(convert_qat_to_fake_quant(m), ValueError, "levels are not a uniform grid");
+      continue;
+    }
+    convert_qat_to_fake_quant(m);
+    EXPECT_TRUE(find_qat_quantizers(m).empty());
+    torch::Tensor y2 = m->forward(x);
+    if (name == "lsq+") {  // offsets rounded to integer zero points
+      EXPECT_GE(y.argmax(1).eq(y2.argmax(1)).to(torch::kFloat).mean().item<float>(), 0.8f);
+    } else {
+      EXPECT_TRUE(torch::allclose(y, y2, 1e-3, 1e-3)) << (y - y2).abs().max().item<float>();
+    }
+  }
+}
+
+TEST(QatRun, Lsq8BitLowersToInt8AndDistills) {
+  const TinyTask& t = tiny();
+  GraphModule m = t.calibrated(8);
+  QatOptions o = quick("lsq", 1);
+  TrainResult r = run_qat(m, t.train, &t.test, o, t.fp32());
+  EXPECT_TRUE(r.history.back().extra.count("loss_kd"));
+  convert_qat_to_fake_quant(m);
+  Int8Model q = lower_to_int8(m);
+  torch::NoGradGuard ng;
+  m->eval();
+  torch::Tensor ref = m->forward(t.test.images), y = q.forward(t.test.images);
+  EXPECT_GE(y.argmax(1).eq(ref.argmax(1)).to(torch::kFloat).mean().item<float>(), 0.98f);
+}
+
+TEST(QatRun, ResumesFromCheckpoint) {
+  const TinyTask& t = tiny();
+  std::string dir = test::temp_dir("qat_resume");
+  QatOptions o = quick("pact", 2);
+  o.train().schedule("constant");  // the 1-epoch part must see the same learning rates
+  GraphModule full = t.calibrated(4);
+  run_qat(full, t.train, nullptr, o);
+  GraphModule part = t.calibrated(4);
+  QatOptions o1 = o;
+  o1.train().epochs(1).out_dir(dir);
+  run_qat(part, t.train, nullptr, o1);
+  GraphModule resumed = t.calibrated(4);
+  QatOptions o2 = o;
+  o2.train().out_dir(dir).resume(true);
+  TrainResult r = run_qat(resumed, t.train, nullptr, o2);
+  EXPECT_EQ(r.resumed_from, 1);
+  auto a = full->state(), b = resumed->state();
+  for (const auto& [k, v] : a) EXPECT_TRUE(torch::allclose(v.to(torch::kFloat), b.at(k).to(torch::kFloat), 1e-5, 1e-6)) << k;
+}
+
+// ---------------------------------------------------------------- errors
+
+TEST(QatErrors, ClearMessages) {
+  EXPECT_THROW_MSG(QatOptions().method("binary").validate(), ValueError,
+                   "unknown QAT method 'binary' (known: dorefa, pact, lsq, lsq+, apot)");
+  EXPECT_THROW_MSG(QatOptions().clip_decay(-1).validate(), ValueError,
+                   "clip_decay must be >= 0 and finite, got -1");
+  EXPECT_THROW_MSG(QuantScheme(9), ValueError, "bits must be in [2, 8], got 9");
+  EXPECT_THROW_MSG(QuantScheme(1), ValueError, "bits must be in [2, 8], got 1");
+  EXPECT_THROW_MSG(LsqQuantizerImpl(QuantScheme(8).bits(1), true, torch::ones({1}),
+                                    torch::zeros({1}, torch::kInt64)),
+                   ValueError, "bits must be in [2, 8], got 1");
+  EXPECT_THROW_MSG(ApotQuantizerImpl(QuantScheme(8).bits(12), false, false, 1.0), ValueError,
+                   "bits must be in [2, 8], got 12");
+  const TinyTask& t = tiny();
+  GraphModule plain = t.fp32();
+  EXPECT_THROW_MSG(attach_qat_quantizers(plain, QatOptions()), ValueError,
+                   "QAT needs a model with calibrated quantizers");
+  attach_quantizers(plain, QuantConfig());
+  EXPECT_THROW_MSG(attach_qat_quantizers(plain, QatOptions()), ValueError, "was never calibrated");
+  EXPECT_THROW_MSG(register_qat_method("lsq", qat_method("lsq")), ValueError,
+                   "QAT method 'lsq' is already registered");
+  DorefaQuantizerImpl d8(QuantScheme(8), torch::ones({1}), /*paper_grid=*/true);
+  EXPECT_THROW_MSG(d8.to_fake_quant(), ValueError, "needs 9-bit codes");
+}
+
+}  // namespace
+}  // namespace nnopt
