@@ -63,6 +63,8 @@ void register_export(CLI::App& app, Runner& run);
 void register_import(CLI::App& app, Runner& run);
 void register_demo(CLI::App& app, Runner& run);
 void register_distill(CLI::App& app, Runner& run);
+void register_prune(CLI::App& app, Runner& run);
+void register_quantize(CLI::App& app, Runner& run);
 
 /// Rewrites argv so that values from `--config FILE` come first and flags
 /// given on the command line override them. Throws ValueError for an unknown

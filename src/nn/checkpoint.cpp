@@ -5,6 +5,7 @@
 
 #include "nnopt/core/error.h"
 #include "nnopt/core/file_util.h"
+#include "nnopt/quant/attach.h"
 
 namespace nnopt {
 using json = nlohmann::json;
@@ -184,6 +185,13 @@ GraphModule load_model(const std::string& path, std::string* meta_json) {
   for (auto it = ck.tensors.begin(); it != ck.tensors.end();)
     it = it->first.rfind("__", 0) == 0 ? ck.tensors.erase(it) : std::next(it);
   try {
+    // Fake-quant models (quant/ptq.h, save_quantized_model) carry their
+    // quantizers as a scale table in the metadata: re-attach them first.
+    if (ck.meta_json.find("\"scale_table\"") != std::string::npos) {
+      json meta = json::parse(ck.meta_json, nullptr, false);
+      if (meta.is_object() && meta.contains("scale_table"))
+        apply_scale_table(m, ScaleTable::from_json(meta["scale_table"].dump(), "scale table"));
+    }
     m->load_state(ck.tensors, true);
   } catch (const ValueError& e) {
     throw FileError(str_cat(path, ": ", e.what()));

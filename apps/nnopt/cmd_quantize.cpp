@@ -1,0 +1,304 @@
+// nnopt quantize: post-training quantization (calibrated observers, bias
+// correction, data-free quantization, AdaRound), mixed precision under a size
+// budget, and the quantization-aware training methods of quant/qat.h; writes
+// the fake-quant model, its scale table and, at 8 bits, the integer model.
+#include <algorithm>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "nnopt/core/error.h"
+#include "nnopt/core/file_util.h"
+#include "nnopt/core/runtime.h"
+#include "nnopt/core/strings.h"
+#include "nnopt/core/table.h"
+#include "nnopt/data/dataset.h"
+#include "nnopt/deploy/int8.h"
+#include "nnopt/deploy/profile.h"
+#include "nnopt/nn/checkpoint.h"
+#include "nnopt/nn/fold_bn.h"
+#include "nnopt/quant/dfq.h"
+#include "nnopt/quant/mixed_precision.h"
+#include "nnopt/quant/ptq.h"
+#include "nnopt/train/trainer.h"
+
+namespace nnopt::cli {
+using json = nlohmann::json;
+
+namespace {
+
+const std::vector<std::string>& ptq_methods() {
+  static const std::vector<std::string> m{"minmax", "percentile", "mse", "kl", "dfq", "adaround"};
+  return m;
+}
+const std::vector<std::string>& qat_methods() {
+  static const std::vector<std::string> m{"dorefa", "pact", "lsq", "lsq+", "apot"};
+  return m;
+}
+
+std::string pct(double v) { return fmt(100 * v, 2) + " %"; }
+
+// Logits of `fwd` on all of `data`, in batches; [N, classes].
+torch::Tensor all_logits(const std::function<torch::Tensor(const torch::Tensor&)>& fwd,
+                         const Dataset& data, int64_t batch = 1000) {
+  torch::NoGradGuard ng;
+  std::vector<torch::Tensor> out;
+  for (int64_t i = 0; i < data.size(); i += batch)
+    out.push_back(fwd(data.images.slice(0, i, std::min(data.size(), i + batch))));
+  return torch::cat(out);
+}
+double accuracy_of(const torch::Tensor& logits, const Dataset& d) {
+  return logits.argmax(1).eq(d.labels).to(torch::kFloat64).mean().item<double>();
+}
+
+// The normalized range of pixels in [0, 1] for the datasets with known constants.
+std::vector<double> input_range_of(const std::string& dataset) {
+  if (dataset == "fashion-mnist")
+    return {(0 - kFashionMnistMean) / kFashionMnistStd, (1 - kFashionMnistMean) / kFashionMnistStd};
+  if (dataset == "mnist") return {(0 - kMnistMean) / kMnistStd, (1 - kMnistMean) / kMnistStd};
+  return {};
+}
+
+}  // namespace
+
+void register_quantize(CLI::App& app, Runner& run) {
+  static Common c;
+  static DataArgs d;
+  static std::string checkpoint, method = "minmax", dfq_act = "bn", mixed_bits = "2,4,8",
+                                 act_observer;
+  static int64_t wbits = 8, abits = 8, calib_batches = 8, batch_size = 64, epochs = 3,
+                 first_last_bits = 0, adaround_iters = 1000, sens_samples = 1000;
+  static bool per_channel = false, bias_corr = false, absorb = false, no_latency = false;
+  static double size_budget_kib = 0, range_sigmas = 6;
+  auto* sub = app.add_subcommand(
+      "quantize", "quantize a checkpoint: PTQ (minmax, percentile, mse, kl), data-free (dfq), "
+                  "AdaRound, QAT (dorefa, pact, lsq, lsq+, apot); int8 model at 8 bits");
+  add_common(sub, c);
+  add_data(sub, d);
+  sub->add_option("checkpoint", checkpoint, "fp32 nnopt checkpoint")->required();
+  sub->add_option("--method", method,
+                  "minmax, percentile, mse, kl (PTQ with that activation observer), dfq, adaround, "
+                  "dorefa, pact, lsq, lsq+, apot");
+  sub->add_option("--wbits", wbits, "weight bits (2-8)");
+  sub->add_option("--abits", abits, "activation bits (2-8)");
+  sub->add_flag("--per-channel", per_channel, "per-output-channel weight scales");
+  sub->add_option("--calib-batches", calib_batches, "calibration batches from the train split");
+  sub->add_option("--batch-size", batch_size, "calibration batch size");
+  sub->add_option("--epochs", epochs, "QAT epochs");
+  sub->add_option("--first-last-bits", first_last_bits,
+                  "bits of the first and last layer (0 = same as the others)");
+  sub->add_option("--act-observer", act_observer,
+                  "activation observer for dfq/adaround/QAT calibration (default minmax)");
+  sub->add_flag("--bias-correction", bias_corr, "empirical bias correction (PTQ methods)");
+  sub->add_option("--adaround-iters", adaround_iters, "AdaRound Adam steps per layer");
+  sub->add_option("--dfq-act", dfq_act,
+                  "dfq activation ranges: bn (from batch-norm statistics, data-free) or calibrate");
+  sub->add_option("--range-sigmas", range_sigmas, "dfq: activation range mean +- k sigma");
+  sub->add_flag("--absorb-high-bias", absorb, "dfq: high-bias absorption");
+  sub->add_option("--size-budget", size_budget_kib,
+                  "mixed precision: weight bits per layer so that the model fits KIB kibibytes");
+  sub->add_option("--mixed-bits", mixed_bits, "mixed precision: candidate weight bits");
+  sub->add_option("--sensitivity-samples", sens_samples,
+                  "mixed precision: held-out train samples (the last N) for the sensitivity");
+  sub->add_flag("--no-latency", no_latency, "skip the int8 / fp32 latency measurement");
+  sub->callback([&run] {
+    run = [] {
+      apply_common(c);
+      // Everything the user typed is checked before data or models are loaded.
+      const bool is_ptq = std::count(ptq_methods().begin(), ptq_methods().end(), method) > 0;
+      const bool is_qat = std::count(qat_methods().begin(), qat_methods().end(), method) > 0;
+      if (!is_ptq && !is_qat) {
+        std::string known;
+        for (const auto* l : {&ptq_methods(), &qat_methods()})
+          for (const auto& m : *l) known += (known.empty() ? "" : ", ") + m;
+        throw ValueError(str_cat("quantize: unknown method '", method, "' (known: ", known, ")"));
+      }
+      NNOPT_CHECK(wbits >= 2 && wbits <= 8, ValueError, "quantize: --wbits must be in [2, 8], got ", wbits);
+      NNOPT_CHECK(abits >= 2 && abits <= 8, ValueError, "quantize: --abits must be in [2, 8], got ", abits);
+      NNOPT_CHECK(calib_batches >= 1, ValueError, "quantize: calibration needs at least 1 batch, got ",
+                  calib_batches, " (--calib-batches)");
+      NNOPT_CHECK(batch_size >= 1, ValueError, "quantize: --batch-size must be >= 1, got ", batch_size);
+      NNOPT_CHECK(epochs >= 1, ValueError, "quantize: --epochs must be >= 1, got ", epochs);
+      NNOPT_CHECK(dfq_act == "bn" || dfq_act == "calibrate", ValueError,
+                  "quantize: --dfq-act must be bn or calibrate, got '", dfq_act, "'");
+      NNOPT_CHECK(size_budget_kib >= 0, ValueError, "quantize: --size-budget must be > 0 KiB, got ",
+                  size_budget_kib);
+      std::vector<int64_t> cand;
+      for (const auto& p : split(mixed_bits, ','))
+        if (!p.empty()) cand.push_back(parse_shape(p, "--mixed-bits")[0]);
+      if (c.out.empty()) c.out = "runs/quantize";
+
+      QuantConfig cfg;
+      cfg.weight(QuantScheme(wbits).per_channel(per_channel))
+          .activation(QuantScheme(abits).is_signed(false).symmetric(false))
+          .first_last_bits(first_last_bits);
+      if (method == "minmax" || method == "percentile" || method == "mse" || method == "kl")
+        cfg.activation_observer(method);
+      if (!act_observer.empty()) cfg.activation_observer(act_observer);
+      cfg.validate();
+
+      GraphModule fp32 = load_model(checkpoint);
+      fp32->eval();
+      DatasetOptions dso;
+      dso.name = d.dataset;
+      dso.dir = d.data_dir;
+      dso.limit = d.limit;
+      Dataset train = load_dataset(dso, true);
+      Dataset test = load_dataset(dso, false);
+      NNOPT_CHECK(fp32->graph().input_shape() == test.shape(), ValueError, "quantize: the model takes ",
+                  c10::IntArrayRef(fp32->graph().input_shape()), " but ", test.name, " samples are ",
+                  c10::IntArrayRef(test.shape()));
+      make_dirs(c.out);
+      json j = {{"checkpoint", checkpoint}, {"method", method}, {"wbits", wbits}, {"abits", abits},
+                {"per_channel", per_channel}, {"calib_batches", calib_batches},
+                {"dataset", test.name}, {"test_samples", test.size()}};
+      const double t0 = now_seconds();
+      auto fp_logits = all_logits([&](const torch::Tensor& x) { return fp32->forward(x); }, test);
+      const double fp_acc = accuracy_of(fp_logits, test);
+      j["fp32_accuracy"] = fp_acc;
+      std::cerr << "nnopt quantize: " << method << " W" << wbits << "A" << abits
+                << (per_channel ? " per-channel" : " per-tensor") << " on " << checkpoint
+                << " (fp32 test accuracy " << pct(fp_acc) << "), " << threads() << " threads\n";
+
+      // Mixed precision: per-layer weight bits under the size budget.
+      if (size_budget_kib > 0) {
+        NNOPT_CHECK(!is_qat, ValueError, "quantize: --size-budget works with the PTQ methods");
+        const int64_t n = std::min<int64_t>(sens_samples, train.size());
+        Dataset held = train.slice(train.size() - n, train.size());
+        GraphModule base = clone_plain(fp32);
+        GraphModule folded = fold_batch_norm(base);
+        folded->eval();
+        auto sopt = SensitivityOptions().bits(cand).weight(cfg.weight());
+        auto sens = weight_sensitivity(folded, held, sopt);
+        BitAllocation a = allocate_bits(folded->graph(), sens,
+                                        static_cast<int64_t>(size_budget_kib * 1024), "accuracy");
+        cfg.weight_bits(a.weight_bits);
+        std::cerr << "sensitivity on " << n << " held-out train samples; allocation:\n" << a.to_string();
+        json sj = json::array();
+        for (const auto& s : sens) {
+          json e = {{"node", s.node}, {"params", s.params}};
+          for (const auto& [b, v] : s.accuracy_drop) e["accuracy_drop"][std::to_string(b)] = v;
+          for (const auto& [b, v] : s.loss_increase) e["loss_increase"][std::to_string(b)] = v;
+          sj.push_back(e);
+        }
+        j["sensitivity"] = sj;
+        j["weight_bits"] = a.weight_bits;
+        j["predicted_drop"] = a.predicted_drop;
+        j["size_budget_bytes"] = static_cast<int64_t>(size_budget_kib * 1024);
+        j["quantized_size_bytes"] = a.size_bytes;
+      }
+
+      GraphModule q = nullptr;
+      if (method == "dfq") {
+        DfqOptions o;
+        o.config(cfg).absorb_high_bias(absorb).activation_ranges(dfq_act).range_sigmas(range_sigmas);
+        o.input_range(input_range_of(test.name));
+        DfqResult r = run_dfq(fp32, o, &train, calib_batches, batch_size);
+        q = r.model;
+        j["equalized_pairs"] = r.equalization.plan.pairs.size();
+        j["equalize_iterations"] = r.equalization.iterations;
+        j["equalize_skipped"] = r.equalization.plan.skipped;
+        j["bias_corrected"] = r.corrected;
+        j["bias_uncorrected"] = r.uncorrected;
+        j["high_bias_absorbed"] = r.absorbed;
+        j["activation_ranges"] = dfq_act == "bn" ? "batch-norm statistics (data-free)" : "calibrated";
+      } else if (is_ptq) {
+        PtqOptions o;
+        o.config(cfg).calib_batches(calib_batches).batch_size(batch_size).bias_correction(bias_corr);
+        if (method == "mse") o.weight_mse(true);
+        if (method == "adaround") {
+          o.adaround(true).adaround_options(AdaRoundOptions().iterations(adaround_iters).seed(c.seed));
+          if (wbits > 4 && cfg.weight_bits().empty())
+            std::cerr << "note: AdaRound rounds layers with <= 4 weight bits; at W" << wbits
+                      << " only the MSE weight ranges apply\n";
+        }
+        PtqResult r = run_ptq(fp32, train, o);
+        q = r.model;
+        if (!r.adaround.empty()) {
+          json aj = json::array();
+          for (const auto& l : r.adaround)
+            aj.push_back({{"node", l.node}, {"bits", l.bits}, {"loss_nearest", l.loss_nearest},
+                          {"loss_adaround", l.loss_adaround}, {"flipped", l.flipped}});
+          j["adaround"] = aj;
+        }
+        if (!r.bias_shifts.empty()) j["bias_corrected_layers"] = r.bias_shifts.size();
+      } else {
+        throw ValueError(str_cat("quantize: method ", method, ": not available yet"));
+      }
+      j["quantize_seconds"] = now_seconds() - t0;
+
+      auto fq_logits = all_logits([&](const torch::Tensor& x) { return q->forward(x); }, test);
+      const double fq_acc = accuracy_of(fq_logits, test);
+      j["fake_quant_accuracy"] = fq_acc;
+      j["drop_pt"] = 100 * (fp_acc - fq_acc);
+      const std::string model_path = path_join(c.out, "model.nnopt");
+      const std::string table_path = path_join(c.out, "scales.json");
+      ScaleTable table = export_scale_table(q);
+      table.save(table_path);
+      save_quantized_model(model_path, q,
+                           json{{"quantize", {{"method", method}, {"wbits", wbits}, {"abits", abits},
+                                              {"per_channel", per_channel}}},
+                                {"test_accuracy", fq_acc}}.dump());
+      j["model"] = model_path;
+      j["scale_table"] = table_path;
+      j["fp32_size_bytes"] = file_size(checkpoint);
+      j["quantized_size_bytes_estimate"] =
+          quantized_size_bytes(q->graph(), cfg.weight_bits(), wbits);
+
+      Table t({"model", "test accuracy", "drop (pt)"});
+      t.add_row({"fp32", pct(fp_acc), "-"});
+      t.add_row({"fake-quant", pct(fq_acc), fmt(100 * (fp_acc - fq_acc), 2)});
+      std::string extra;
+
+      // At 8 bits everywhere: the integer model.
+      bool all8 = wbits == 8 && abits == 8 && (first_last_bits == 0 || first_last_bits == 8);
+      for (const auto& [n, b] : cfg.weight_bits()) all8 = all8 && b == 8;
+      if (all8) {
+        Int8Model i8 = lower_to_int8(q);
+        auto i8_logits = all_logits([&](const torch::Tensor& x) { return i8.forward(x); }, test);
+        const double i8_acc = accuracy_of(i8_logits, test);
+        const double agree =
+            i8_logits.argmax(1).eq(fq_logits.argmax(1)).to(torch::kFloat64).mean().item<double>();
+        const double maxdiff = (i8_logits - fq_logits).abs().max().item<double>();
+        const std::string i8_path = path_join(c.out, "model.int8.nnopt");
+        i8.save(i8_path, json{{"quantize", {{"method", method}}}, {"test_accuracy", i8_acc}}.dump());
+        j["int8_model"] = i8_path;
+        j["int8_accuracy"] = i8_acc;
+        j["int8_fake_quant_top1_agreement"] = agree;
+        j["int8_max_logit_diff"] = maxdiff;
+        j["int8_size_bytes"] = file_size(i8_path);
+        t.add_row({"int8 (onednn)", pct(i8_acc), fmt(100 * (fp_acc - i8_acc), 2)});
+        extra += str_cat("int8 vs fake-quant: top-1 agreement ", pct(agree), ", max |logit diff| ",
+                         fmt(maxdiff, 4), "\n");
+        if (!no_latency) {
+          LatencyOptions lo;
+          lo.repeats = 20;
+          lo.max_seconds = 5;
+          json lat = json::object();
+          for (int64_t b : {int64_t{1}, int64_t{64}}) {
+            auto x = torch::randn([&] {
+              std::vector<int64_t> s{b};
+              for (auto v : q->graph().input_shape()) s.push_back(v);
+              return s;
+            }());
+            Latency li = time_forward([&] { i8.forward(x); }, b, lo);
+            Latency lf = measure_latency(fp32, b, lo);
+            lat[std::to_string(b)] = {{"int8_ms", li.median_ms}, {"fp32_ms", lf.median_ms},
+                                      {"speedup", lf.median_ms / li.median_ms}};
+            extra += str_cat("latency batch ", b, ": int8 ", fmt(li.median_ms, 3), " ms, fp32 ",
+                             fmt(lf.median_ms, 3), " ms (", fmt(lf.median_ms / li.median_ms, 2),
+                             "x)\n");
+          }
+          j["latency"] = lat;
+        }
+      }
+      j["seconds"] = now_seconds() - t0;
+      write_file_atomic(path_join(c.out, "report.json"), j.dump(2) + "\n");
+      emit(c, t.to_text() + extra + str_cat("model: ", model_path, "\nscale table: ", table_path, "\n"),
+           j.dump());
+      return 0;
+    };
+  });
+}
+
+}  // namespace nnopt::cli
