@@ -63,7 +63,6 @@ void register_export(CLI::App& app, Runner& run);
 void register_import(CLI::App& app, Runner& run);
 void register_demo(CLI::App& app, Runner& run);
 void register_distill(CLI::App& app, Runner& run);
-void register_prune(CLI::App& app, Runner& run);
 void register_quantize(CLI::App& app, Runner& run);
 
 /// Rewrites argv so that values from `--config FILE` come first and flags
