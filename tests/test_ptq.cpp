@@ -462,6 +462,22 @@ TEST(QuantizeCli, DfqAdaroundAndMixed) {
   EXPECT_EQ(j["weight_bits"].size(), 4u);
 }
 
+TEST(QuantizeCli, QatMethodRunsFromACalibratedModel) {
+  const auto& M = cli_model();
+  std::string out = M.dir + "/lsq";
+  auto r = test::run_cli("quantize " + M.ckpt + " --dataset synthetic --limit 256 --method lsq --wbits 4 "
+                         "--abits 4 --per-channel --epochs 1 --calib-batches 2 --progress off --out " + out,
+                         M.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = report(out);
+  EXPECT_TRUE(j.contains("ptq_accuracy"));
+  EXPECT_TRUE(path_exists(out + "/scales.json"));
+  auto e = test::run_cli("eval " + out + "/model.nnopt --dataset synthetic --limit 256 --json", M.dir);
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NEAR(nlohmann::json::parse(e.out)["accuracy"].get<double>(),
+              j["fake_quant_accuracy"].get<double>(), 1e-9);
+}
+
 TEST(QuantizeCli, ClearErrors) {
   const auto& M = cli_model();
   const std::string base = "quantize " + M.ckpt + " --dataset synthetic --limit 256 --out " + M.dir + "/err ";

@@ -20,6 +20,7 @@
 #include "nnopt/quant/dfq.h"
 #include "nnopt/quant/mixed_precision.h"
 #include "nnopt/quant/ptq.h"
+#include "nnopt/quant/qat.h"
 #include "nnopt/train/trainer.h"
 
 namespace nnopt::cli {
@@ -68,8 +69,10 @@ void register_quantize(CLI::App& app, Runner& run) {
                                  act_observer;
   static int64_t wbits = 8, abits = 8, calib_batches = 8, batch_size = 64, epochs = 3,
                  first_last_bits = 0, adaround_iters = 1000, sens_samples = 1000;
-  static bool per_channel = false, bias_corr = false, absorb = false, no_latency = false;
-  static double size_budget_kib = 0, range_sigmas = 6;
+  static bool per_channel = false, bias_corr = false, absorb = false, no_latency = false,
+              weight_mse = false, kd = false;
+  static double size_budget_kib = 0, range_sigmas = 6, qat_lr = 0.01;
+  static int64_t qat_batch = 128, val_size = 0;
   auto* sub = app.add_subcommand(
       "quantize", "quantize a checkpoint: PTQ (minmax, percentile, mse, kl), data-free (dfq), "
                   "AdaRound, QAT (dorefa, pact, lsq, lsq+, apot); int8 model at 8 bits");
@@ -90,6 +93,12 @@ void register_quantize(CLI::App& app, Runner& run) {
   sub->add_option("--act-observer", act_observer,
                   "activation observer for dfq/adaround/QAT calibration (default minmax)");
   sub->add_flag("--bias-correction", bias_corr, "empirical bias correction (PTQ methods)");
+  sub->add_flag("--weight-mse", weight_mse,
+                "weight ranges by a per-channel MSE search instead of min/max (PTQ methods)");
+  sub->add_option("--lr", qat_lr, "QAT learning rate");
+  sub->add_option("--qat-batch-size", qat_batch, "QAT training batch size");
+  sub->add_option("--val-size", val_size, "QAT: hold out N train samples for validation (0 = none)");
+  sub->add_flag("--kd", kd, "QAT: distill from the fp32 model (kd:T=4,alpha=0.5)");
   sub->add_option("--adaround-iters", adaround_iters, "AdaRound Adam steps per layer");
   sub->add_option("--dfq-act", dfq_act,
                   "dfq activation ranges: bn (from batch-norm statistics, data-free) or calibrate");
@@ -205,7 +214,7 @@ void register_quantize(CLI::App& app, Runner& run) {
       } else if (is_ptq) {
         PtqOptions o;
         o.config(cfg).calib_batches(calib_batches).batch_size(batch_size).bias_correction(bias_corr);
-        if (method == "mse") o.weight_mse(true);
+        if (method == "mse" || weight_mse) o.weight_mse(true);
         if (method == "adaround") {
           o.adaround(true).adaround_options(AdaRoundOptions().iterations(adaround_iters).seed(c.seed));
           if (wbits > 4 && cfg.weight_bits().empty())
@@ -223,7 +232,24 @@ void register_quantize(CLI::App& app, Runner& run) {
         }
         if (!r.bias_shifts.empty()) j["bias_corrected_layers"] = r.bias_shifts.size();
       } else {
-        throw ValueError(str_cat("quantize: method ", method, ": not available yet"));
+        // QAT: calibrated PTQ model first, then the method's learnable quantizers.
+        NNOPT_CHECK(qat_lr > 0, ValueError, "quantize: --lr must be > 0, got ", qat_lr);
+        NNOPT_CHECK(qat_batch >= 1, ValueError, "quantize: --qat-batch-size must be >= 1, got ", qat_batch);
+        PtqResult p = run_ptq(fp32, train, PtqOptions().config(cfg).calib_batches(calib_batches)
+                                               .batch_size(batch_size).weight_mse(weight_mse));
+        q = p.model;
+        j["ptq_accuracy"] = accuracy_of(
+            all_logits([&](const torch::Tensor& x) { return q->forward(x); }, test), test);
+        Dataset tr = train, val;
+        if (val_size > 0) std::tie(tr, val) = split_validation(train, val_size, c.seed);
+        QatOptions qo;
+        qo.method(method).train(TrainOptions(epochs).lr(qat_lr).batch_size(qat_batch).seed(c.seed)
+                                    .out_dir(path_join(c.out, "qat")).progress(c.progress));
+        TrainResult tr_r = run_qat(q, tr, val_size > 0 ? &val : nullptr, qo, kd ? fp32 : GraphModule(nullptr));
+        j["qat_train_seconds"] = tr_r.seconds;
+        j["kd"] = kd;
+        if (method != "apot") convert_qat_to_fake_quant(q);
+        q->eval();
       }
       j["quantize_seconds"] = now_seconds() - t0;
 
@@ -233,14 +259,20 @@ void register_quantize(CLI::App& app, Runner& run) {
       j["drop_pt"] = 100 * (fp_acc - fq_acc);
       const std::string model_path = path_join(c.out, "model.nnopt");
       const std::string table_path = path_join(c.out, "scales.json");
-      ScaleTable table = export_scale_table(q);
-      table.save(table_path);
-      save_quantized_model(model_path, q,
-                           json{{"quantize", {{"method", method}, {"wbits", wbits}, {"abits", abits},
-                                              {"per_channel", per_channel}}},
-                                {"test_accuracy", fq_acc}}.dump());
+      const std::string meta = json{{"quantize", {{"method", method}, {"wbits", wbits}, {"abits", abits},
+                                                  {"per_channel", per_channel}}},
+                                    {"test_accuracy", fq_acc}}.dump();
+      if (method == "apot") {
+        // Non-uniform levels: no scale table and no integer model (see quant/qat.h).
+        save_model(model_path, q, meta);
+        j["note"] = "apot levels are not uniform: no scale table, no int8 model";
+      } else {
+        ScaleTable table = export_scale_table(q);
+        table.save(table_path);
+        save_quantized_model(model_path, q, meta);
+        j["scale_table"] = table_path;
+      }
       j["model"] = model_path;
-      j["scale_table"] = table_path;
       j["fp32_size_bytes"] = file_size(checkpoint);
       j["quantized_size_bytes_estimate"] =
           quantized_size_bytes(q->graph(), cfg.weight_bits(), wbits);
@@ -251,7 +283,8 @@ void register_quantize(CLI::App& app, Runner& run) {
       std::string extra;
 
       // At 8 bits everywhere: the integer model.
-      bool all8 = wbits == 8 && abits == 8 && (first_last_bits == 0 || first_last_bits == 8);
+      bool all8 = wbits == 8 && abits == 8 && (first_last_bits == 0 || first_last_bits == 8) &&
+                  method != "apot";
       for (const auto& [n, b] : cfg.weight_bits()) all8 = all8 && b == 8;
       if (all8) {
         Int8Model i8 = lower_to_int8(q);
@@ -294,7 +327,8 @@ void register_quantize(CLI::App& app, Runner& run) {
       }
       j["seconds"] = now_seconds() - t0;
       write_file_atomic(path_join(c.out, "report.json"), j.dump(2) + "\n");
-      emit(c, t.to_text() + extra + str_cat("model: ", model_path, "\nscale table: ", table_path, "\n"),
+      emit(c, t.to_text() + extra + str_cat("model: ", model_path, "\n",
+                                            j.contains("scale_table") ? "scale table: " + table_path + "\n" : ""),
            j.dump());
       return 0;
     };
