@@ -14,6 +14,7 @@
 #include "nnopt/distill/kd_loss.h"
 #include "nnopt/distill/similarity_loss.h"
 #include "nnopt/distill/teacher.h"
+#include "nnopt/distill/teacher_cache.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/nn/checkpoint.h"
 #include "nnopt/nn/torchscript.h"
@@ -483,6 +484,37 @@ TEST(DistillTrain, TeacherCacheServesLaterEpochsWithTheSameResult) {
   EXPECT_EQ(rows, 2 * n);
 }
 
+TEST(DistillTeacherCache, ServesLogitsAndTapsAndRespectsItsLimit) {
+  Teacher teacher(trained_teacher());
+  const Dataset& d = data().train;
+  auto x = d.images.narrow(0, 0, 32), pos = torch::arange(0, 32);
+  TeacherCache cache;
+  TensorMap a, b, ref;
+  auto z1 = cache.forward(teacher, x, pos, {"relu"}, a);
+  EXPECT_EQ(cache.computed(), 32);
+  auto z2 = cache.forward(teacher, x, pos, {"relu"}, b);
+  EXPECT_EQ(cache.hits(), 32);
+  auto zr = teacher.forward(x, {"relu"}, ref);
+  EXPECT_TRUE(torch::allclose(z2, zr, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(b.at("relu"), ref.at("relu"), 1e-5, 1e-6));
+  // A subset in another order comes back row by row.
+  auto sub = torch::tensor({5, 3, 31}, torch::kLong);
+  TensorMap c;
+  auto z3 = cache.forward(teacher, x.index_select(0, sub), sub, {"relu"}, c);
+  EXPECT_TRUE(torch::equal(z3, z2.index_select(0, sub)));
+  EXPECT_EQ(cache.hits(), 35);
+  // Too small to hold the taps: logits are cached, batches needing the tap recompute.
+  TeacherCache tiny(32 * 4 * 4);
+  TensorMap e;
+  tiny.forward(teacher, x, pos, {"relu"}, e);
+  tiny.forward(teacher, x, pos, {"relu"}, e);
+  EXPECT_EQ(tiny.hits(), 0);
+  EXPECT_EQ(tiny.computed(), 64);
+  EXPECT_LE(tiny.bytes(), 32 * 4 * 4);
+  EXPECT_THROW_MSG(cache.forward(teacher, x, torch::arange(0, 3), {}, e), ValueError,
+                   "one dataset position per sample");
+}
+
 TEST(DistillTrain, HintAdapterTrainsAndStaysOutOfTheModelFile) {
   GraphModule teacher = trained_teacher();
   GraphModule student = conv_model(4, 4, 5);
@@ -591,4 +623,49 @@ TEST(DistillCli, EnsembleRunAndBornAgain) {
   for (const char* f : {"/ban/gen1/model.nnopt", "/ban/gen2/model.nnopt", "/ban/model.nnopt",
                         "/ban/metrics.jsonl"})
     EXPECT_TRUE(path_exists(tmp + f)) << f;
+}
+
+TEST(DistillCli, CompareRunsEveryMethodResumesAndKeepsItsProtocol) {
+  auto tmp = temp_dir("distill_compare");
+  ModelOptions mo;  // synthetic data: [1, 28, 28], 10 classes
+  torch::manual_seed(1);
+  GraphModule t1(build_model("lenet5", mo));
+  save_model(tmp + "/t1.nnopt", t1);
+  torch::manual_seed(2);
+  GraphModule t2(build_model("lenet5", mo));
+  save_model(tmp + "/t2.nnopt", t2);
+  const std::string base = "compare distill --teacher " + tmp + "/t1.nnopt --ensemble " + tmp +
+                           "/t1.nnopt," + tmp + "/t2.nnopt --student lenet5 --width 0.5 "
+                           "--dataset synthetic --limit 200 --batch-size 50 --lr 0.02 --seeds 0,1 "
+                           "--progress off --threads 1 --json --out " + tmp + "/cmp";
+  auto r = run_cli(base + " --epochs 1", tmp);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 7u);
+  EXPECT_EQ(j["runs_done"].get<int>(), 14);
+  int best = 0;
+  for (const auto& row : j["rows"]) {
+    EXPECT_EQ(row["seeds"].get<int>(), 2) << row.dump();
+    EXPECT_EQ(row["test_acc_per_seed"].size(), 2u);
+    best += row["best"].get<bool>();
+  }
+  EXPECT_EQ(best, 1);
+  EXPECT_EQ(j["rows"][0]["method"], "alone");
+  EXPECT_NE(j["rows"][3]["losses"].get<std::string>().find("hint"), std::string::npos);
+  EXPECT_TRUE(path_exists(tmp + "/cmp/compare.csv"));
+  EXPECT_TRUE(path_exists(tmp + "/cmp/kd/seed1/result.json"));
+  // The same command again: every run is finished, nothing is retrained.
+  auto again = run_cli(base + " --epochs 1", tmp);
+  ASSERT_EQ(again.code, 0) << again.err;
+  json k = json::parse(again.out);
+  EXPECT_EQ(k["runs_done"].get<int>(), 0);
+  EXPECT_EQ(k["runs_skipped"].get<int>(), 14);
+  EXPECT_EQ(k["rows"], j["rows"]);
+  // Another protocol in the same folder is refused; so is an unknown method.
+  r = run_cli(base + " --epochs 2", tmp);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("holds a study whose"), std::string::npos) << r.err;
+  r = run_cli(base + " --epochs 1 --methods alone,dkd", tmp);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown method 'dkd'"), std::string::npos) << r.err;
 }

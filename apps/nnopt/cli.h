@@ -63,7 +63,12 @@ void register_export(CLI::App& app, Runner& run);
 void register_import(CLI::App& app, Runner& run);
 void register_demo(CLI::App& app, Runner& run);
 void register_distill(CLI::App& app, Runner& run);
+void register_prune(CLI::App& app, Runner& run);
 void register_quantize(CLI::App& app, Runner& run);
+/// The parent `nnopt compare` command (created on first use); families add
+/// their subcommand to it: `nnopt compare distill|quant|prune`.
+CLI::App* compare_command(CLI::App& app);
+void register_compare_distill(CLI::App& app, Runner& run);
 
 /// Rewrites argv so that values from `--config FILE` come first and flags
 /// given on the command line override them. Throws ValueError for an unknown

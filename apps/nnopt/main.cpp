@@ -26,11 +26,21 @@ std::vector<std::string> expand_config(CLI::App& app, const std::vector<std::str
   if (path.empty()) return rest;
   NNOPT_CHECK(!rest.empty() && rest[0].rfind("-", 0) != 0, ValueError,
               "--config: name the subcommand first (nnopt train --config FILE)");
-  CLI::App* sub = nullptr;
-  try {
-    sub = app.get_subcommand(rest[0]);
-  } catch (const CLI::OptionNotFound&) {
-    throw ValueError(str_cat("unknown subcommand '", rest[0], "'"));
+  // The subcommand path: "train", or "compare distill".
+  CLI::App* sub = &app;
+  size_t depth = 0;
+  std::string command;
+  while (depth < rest.size() && rest[depth].rfind("-", 0) != 0) {
+    CLI::App* next = nullptr;
+    for (CLI::App* s : sub->get_subcommands([](CLI::App*) { return true; }))
+      if (s->get_name() == rest[depth]) next = s;
+    if (next == nullptr) {
+      NNOPT_CHECK(depth > 0, ValueError, "unknown subcommand '", rest[0], "'");
+      break;
+    }
+    sub = next;
+    command += (command.empty() ? "" : " ") + rest[depth];
+    ++depth;
   }
   NNOPT_CHECK(path_exists(path), FileError, path, ": config file not found");
   YAML::Node root;
@@ -40,33 +50,42 @@ std::vector<std::string> expand_config(CLI::App& app, const std::vector<std::str
     throw FileError(str_cat(path, ": config does not parse (line ", e.mark.line + 1, "): ", e.msg));
   }
   NNOPT_CHECK(root.IsMap(), FileError, path, ": config must be a map of option names to values");
-  std::vector<std::string> out{rest[0]};
+  std::vector<std::string> out(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(depth));
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
     std::string flag = key;
     std::replace(flag.begin(), flag.end(), '_', '-');
     const CLI::Option* opt = sub->get_option_no_throw("--" + flag);
     NNOPT_CHECK(opt && flag != "config" && flag != "help", ValueError, path, ": unknown key '",
-                key, "' for 'nnopt ", rest[0], "'");
-    std::string value;
+                key, "' for 'nnopt ", command, "'");
+    // A list is one comma-separated value, except for a repeatable option
+    // (e.g. --loss kd:T=4,alpha=0.9), which is given once per item: its items
+    // may contain commas themselves.
+    const bool repeatable = opt->get_multi_option_policy() == CLI::MultiOptionPolicy::TakeAll;
+    std::vector<std::string> values;
     if (kv.second.IsScalar()) {
-      value = kv.second.as<std::string>();
+      values.push_back(kv.second.as<std::string>());
     } else if (kv.second.IsSequence()) {
+      std::string joined;
       for (const auto& v : kv.second) {
         NNOPT_CHECK(v.IsScalar(), ValueError, path, ": key '", key, "' must hold plain values");
-        value += (value.empty() ? "" : ",") + v.as<std::string>();
+        if (repeatable) values.push_back(v.as<std::string>());
+        else joined += (joined.empty() ? "" : ",") + v.as<std::string>();
       }
+      if (!repeatable) values.push_back(joined);
     } else {
       throw ValueError(str_cat(path, ": key '", key, "' must be a value or a list of values"));
     }
-    if (opt->get_expected_min() == 0) {  // a flag
-      out.push_back("--" + flag + "=" + value);
-    } else {
-      out.push_back("--" + flag);
-      out.push_back(value);
+    for (const auto& value : values) {
+      if (opt->get_expected_min() == 0) {  // a flag
+        out.push_back("--" + flag + "=" + value);
+      } else {
+        out.push_back("--" + flag);
+        out.push_back(value);
+      }
     }
   }
-  out.insert(out.end(), rest.begin() + 1, rest.end());
+  out.insert(out.end(), rest.begin() + static_cast<std::ptrdiff_t>(depth), rest.end());
   return out;
 }
 
@@ -90,6 +109,8 @@ int main(int argc, char** argv) {
   register_import(app, run);
   register_demo(app, run);
   register_distill(app, run);
+  register_compare_distill(app, run);
+  register_prune(app, run);
   register_quantize(app, run);
   try {
     std::vector<std::string> args(argv + 1, argv + argc);

@@ -54,7 +54,9 @@ DistillCallback::DistillCallback(GraphModule student, TeacherPtr teacher,
     }
     if (loss->soft_target_weight() >= 0) soft = loss->soft_target_weight();
   }
-  cache_ = opt.cache_teacher();
+  cache_on_ = opt.cache_teacher();
+  cache_shared_ = opt.shared_cache() != nullptr;
+  cache_ = opt.shared_cache();
   ce_weight_ = opt.ce_weight() >= 0 ? opt.ce_weight() : soft >= 0 ? 1.0 - soft : 1.0;
 
   if (!holder_->children().empty()) {
@@ -71,45 +73,23 @@ void DistillCallback::on_train_begin(TrainState& state) {
               "distill: the Trainer trains a different model than the callback's student");
   state.task_weight = ce_weight_;
   // A new fit may train on other data: positions would mean other samples.
-  cache_rows_ = cache_filled_ = torch::Tensor();
+  if (cache_on_ && !cache_shared_) cache_ = std::make_shared<TeacherCache>();
   cache_hits_ = teacher_rows_ = 0;
 }
 
 torch::Tensor DistillCallback::teacher_logits(const Batch& batch, TensorMap& t_taps) {
-  const bool cacheable = cache_ && teacher_taps_.empty() && !batch.augmented &&
-                         batch.samples.defined() && batch.samples.numel() == batch.x.size(0);
+  const bool cacheable = cache_on_ && !batch.augmented && batch.samples.defined() &&
+                         batch.samples.numel() == batch.x.size(0);
   if (!cacheable) {
     teacher_rows_ += batch.x.size(0);
     // The same (augmented) batch the student saw; eval mode, no grad (see Teacher::forward).
     return teacher_->forward(batch.x, teacher_taps_, t_taps);
   }
-  torch::NoGradGuard no_grad;
-  const torch::Tensor& pos = batch.samples;
-  const int64_t need = pos.max().item<int64_t>() + 1;
-  if (!cache_rows_.defined() || cache_rows_.size(0) < need) {
-    // Grow to the largest position seen so far (the first epoch visits all).
-    const int64_t rows = std::max<int64_t>(need, cache_rows_.defined() ? 2 * cache_rows_.size(0) : 0);
-    torch::Tensor r = torch::zeros({rows, teacher_->num_classes()});
-    torch::Tensor f = torch::zeros({rows}, torch::kBool);
-    if (cache_rows_.defined()) {
-      r.narrow(0, 0, cache_rows_.size(0)).copy_(cache_rows_);
-      f.narrow(0, 0, cache_filled_.size(0)).copy_(cache_filled_);
-    }
-    cache_rows_ = r;
-    cache_filled_ = f;
-  }
-  torch::Tensor have = cache_filled_.index_select(0, pos);
-  const int64_t hits = have.sum().item<int64_t>();
-  if (hits == pos.numel()) {
-    cache_hits_ += hits;
-    return cache_rows_.index_select(0, pos);
-  }
-  // Any miss: run the teacher on the whole batch (partial batches are rare:
-  // only the first epoch misses) and store every row.
-  torch::Tensor z = teacher_->forward(batch.x, teacher_taps_, t_taps);
-  cache_rows_.index_copy_(0, pos, z);
-  cache_filled_.index_fill_(0, pos, true);
-  teacher_rows_ += pos.numel();
+  if (!cache_) cache_ = std::make_shared<TeacherCache>();  // used outside Trainer::fit
+  const int64_t hits = cache_->hits(), computed = cache_->computed();
+  torch::Tensor z = cache_->forward(*teacher_, batch.x, batch.samples, teacher_taps_, t_taps);
+  cache_hits_ += cache_->hits() - hits;
+  teacher_rows_ += cache_->computed() - computed;
   return z;
 }
 

@@ -17,10 +17,7 @@
 namespace nnopt {
 using json = nlohmann::json;
 
-namespace {
-constexpr const char* kOptimizerTensor = "__optimizer__";
-
-json options_json(const TrainOptions& o) {
+json train_options_json(const TrainOptions& o) {
   return {{"epochs", o.epochs()},
           {"batch_size", o.batch_size()},
           {"optimizer", o.optimizer()},
@@ -39,6 +36,10 @@ json options_json(const TrainOptions& o) {
           {"seed", o.seed()},
           {"max_batches", o.max_batches()}};  // prefetch and progress do not change results
 }
+
+namespace {
+constexpr const char* kOptimizerTensor = "__optimizer__";
+json options_json(const TrainOptions& o) { return train_options_json(o); }
 
 json metrics_json(const EpochMetrics& m) {
   auto num = [](double v) { return std::isfinite(v) ? json(v) : json(nullptr); };

@@ -10,8 +10,8 @@
 // ce_weight 0 is label-free distillation (labels are then unused).
 //
 // Each step the teacher runs (eval mode, no grad) on state.batch->x, the very
-// (augmented) batch the student sees, or, for unaugmented batches and logit-only
-// losses, its logits come from a per-sample cache filled in the first epoch; every term is logged in
+// (augmented) batch the student sees, or, for unaugmented batches, its outputs
+// come from a per-sample cache filled in the first epoch; every term is logged in
 // state.step_terms under the loss name ("kd", "hint", "at", "sp"), so
 // metrics.jsonl has "loss_kd", ...
 //
@@ -37,6 +37,7 @@
 
 #include "nnopt/distill/distill_loss.h"
 #include "nnopt/distill/teacher.h"
+#include "nnopt/distill/teacher_cache.h"
 #include "nnopt/train/trainer.h"
 
 namespace nnopt {
@@ -48,13 +49,14 @@ struct DistillOptions {
   /// Weight of the student's cross-entropy with the labels; default -1 =
   /// 1 - alpha of the "kd" loss if there is one, else 1. 0 = label-free.
   TORCH_ARG(double, ce_weight) = -1;
-  /// Cache the teacher's logits per training sample (Batch::samples) and
-  /// reuse them from the second time a sample is seen. Used only while
-  /// batches are not augmented and no loss needs teacher features (taps);
-  /// otherwise the teacher runs every step. The teacher is fixed (eval mode,
-  /// no grad), so a cached row equals a recomputed one up to float rounding
-  /// of different batch compositions. Default true.
+  /// Cache the teacher's outputs (logits and the tapped features) per
+  /// training sample (Batch::samples) and reuse them from the second time a
+  /// sample is seen (distill/teacher_cache.h). Used only for unaugmented
+  /// batches; otherwise the teacher runs every step. Default true.
   TORCH_ARG(bool, cache_teacher) = true;
+  /// A cache to use instead of the callback's own (which is emptied at each
+  /// fit): shared by runs with the same teacher and training set.
+  TORCH_ARG(TeacherCachePtr, shared_cache) = nullptr;
 
  public:
   /// ValueError for a NaN or infinite weight.
@@ -99,10 +101,9 @@ class DistillCallback : public Callback {
   std::vector<std::string> student_taps_, teacher_taps_;
   std::shared_ptr<torch::nn::Module> holder_;
   bool attached_ = false;
-  // Teacher logit cache by dataset position: rows [N, K] and a filled flag [N].
   torch::Tensor teacher_logits(const Batch& batch, TensorMap& t_taps);
-  bool cache_ = true;
-  torch::Tensor cache_rows_, cache_filled_;
+  bool cache_on_ = true, cache_shared_ = false;
+  TeacherCachePtr cache_;
   int64_t cache_hits_ = 0, teacher_rows_ = 0;
 };
 

@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <map>
 #include <memory>
 #include <string>
@@ -82,6 +83,10 @@ struct TrainOptions {
   /// Throws ValueError naming the bad option and its value.
   void validate() const;
 };
+
+/// The options that change results (all but progress and prefetch) as JSON:
+/// what a resumed run must match, and a study's protocol.
+nlohmann::json train_options_json(const TrainOptions& o);
 
 /// Metrics of one epoch (also one line of metrics.jsonl).
 struct EpochMetrics {
