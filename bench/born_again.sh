@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Born-again generations (docs/results.md): lenet5 at half width, generation 1
+# trained alone, generation 2 taught by generation 1 (kd:T=4,alpha=0.9), the
+# recipe of bench/distill_compare.sh, three seeds; prints one line per seed.
+# Usage: bench/born_again.sh [build-dir] [runs-dir]
+set -euo pipefail
+BUILD=${1:-build}
+RUNS=${2:-runs}
+for seed in 0 1 2; do
+  out="$RUNS/born-again/seed$seed"
+  if [ ! -f "$out/result.json" ]; then
+    "$BUILD"/nnopt distill --generations 2 --student lenet5 --width 0.5 --loss kd:T=4,alpha=0.9 \
+      --epochs 10 --batch-size 128 --lr 0.05 --nesterov --weight-decay 5e-4 --schedule cosine \
+      --seed "$seed" --progress lines --json --out "$out" > "$out.json.tmp"
+    mv "$out.json.tmp" "$out/result.json"
+  fi
+  /usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); a=j['generation_test_accuracy']; print('seed %s: ' % sys.argv[2] + '  '.join('gen%d %.2f %%' % (i+1, 100*v) for i, v in enumerate(a)))" "$out/result.json" "$seed"
+done
