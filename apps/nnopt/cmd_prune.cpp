@@ -31,7 +31,7 @@ namespace {
 struct PruneArgs {
   std::string checkpoint, criterion = "l1", granularity = "channel", target, schedule = "oneshot";
   int64_t finetune_epochs = 0, cycles = 3, prune_frequency = 0, importance_batches = 4;
-  int64_t latency_batch = 1, latency_rounds = 3, channel_multiple = 1;
+  int64_t latency_batch = 1, latency_rounds = 3, latency_repeats = 20, channel_multiple = 1;
   double max_group_ratio = 0.9, ramp_fraction = 0.67, bn_l1 = 0;
   bool per_layer = false;
 };
@@ -56,10 +56,11 @@ int64_t nonzero_params(GraphModule& m) {
 
 // Medians over `rounds` of alternating measurements, one per model, so that
 // load changes on the machine hit both models alike.
-std::vector<double> alternating_latency(std::vector<GraphModule*> models, int64_t batch, int64_t rounds) {
+std::vector<double> alternating_latency(std::vector<GraphModule*> models, int64_t batch, int64_t rounds,
+                                        int64_t repeats) {
   LatencyOptions lo;
   lo.warmup = 5;
-  lo.repeats = 20;
+  lo.repeats = repeats;
   lo.max_seconds = 10;
   std::vector<std::vector<double>> runs(models.size());
   for (int64_t r = 0; r < rounds; ++r)
@@ -149,6 +150,8 @@ void register_prune(CLI::App& app, Runner& run) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--latency-rounds", a.latency_rounds, "alternating rounds of the before/after timing")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--latency-repeats", a.latency_repeats, "timed runs per latency measurement (median)")
+      ->check(CLI::Range(3, 100000));
   // Fine-tuning recipe (SGD, cosine LR).
   sub->add_option("--lr", t.lr(), "fine-tuning peak learning rate")->check(CLI::PositiveNumber);
   sub->add_option("--batch-size", t.batch_size(), "mini-batch size")->check(CLI::PositiveNumber);
@@ -348,7 +351,7 @@ void register_prune(CLI::App& app, Runner& run) {
       // Latency at batch 1 and 64, alternating before / after.
       std::vector<int64_t> batches = {1, 64};
       for (auto b : batches) {
-        auto ms = alternating_latency({&orig, &pruned}, b, a.latency_rounds);
+        auto ms = alternating_latency({&orig, &pruned}, b, a.latency_rounds, a.latency_repeats);
         before.latency_ms.push_back(ms[0]);
         after.latency_ms.push_back(ms[1]);
       }
