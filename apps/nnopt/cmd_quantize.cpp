@@ -70,7 +70,7 @@ void register_quantize(CLI::App& app, Runner& run) {
   static int64_t wbits = 8, abits = 8, calib_batches = 8, batch_size = 64, epochs = 3,
                  first_last_bits = 0, adaround_iters = 1000, sens_samples = 1000;
   static bool per_channel = false, bias_corr = false, absorb = false, no_latency = false,
-              weight_mse = false, kd = false;
+              weight_mse = false, kd = false, no_equalize = false, no_analytic_bc = false;
   static double size_budget_kib = 0, range_sigmas = 6, qat_lr = 0.01;
   static int64_t qat_batch = 128, val_size = 0;
   auto* sub = app.add_subcommand(
@@ -104,6 +104,9 @@ void register_quantize(CLI::App& app, Runner& run) {
                   "dfq activation ranges: bn (from batch-norm statistics, data-free) or calibrate");
   sub->add_option("--range-sigmas", range_sigmas, "dfq: activation range mean +- k sigma");
   sub->add_flag("--absorb-high-bias", absorb, "dfq: high-bias absorption");
+  sub->add_flag("--no-equalize", no_equalize, "dfq: skip cross-layer equalization (ablation)");
+  sub->add_flag("--no-analytic-bias-correction", no_analytic_bc,
+                "dfq: skip the analytic bias correction (ablation)");
   sub->add_option("--size-budget", size_budget_kib,
                   "mixed precision: weight bits per layer so that the model fits KIB kibibytes");
   sub->add_option("--mixed-bits", mixed_bits, "mixed precision: candidate weight bits");
@@ -200,7 +203,8 @@ void register_quantize(CLI::App& app, Runner& run) {
       GraphModule q = nullptr;
       if (method == "dfq") {
         DfqOptions o;
-        o.config(cfg).absorb_high_bias(absorb).activation_ranges(dfq_act).range_sigmas(range_sigmas);
+        o.config(cfg).absorb_high_bias(absorb).activation_ranges(dfq_act).range_sigmas(range_sigmas)
+            .equalize(!no_equalize).bias_correction(!no_analytic_bc);
         o.input_range(input_range_of(test.name));
         DfqResult r = run_dfq(fp32, o, &train, calib_batches, batch_size);
         q = r.model;
