@@ -1,0 +1,103 @@
+// Quantization-aware training of a trained fp32 checkpoint on Fashion-MNIST:
+// fold batch norm, attach W/A quantizers (first and last layer 8-bit),
+// calibrate, run_qat, and report fp32 / PTQ-init / QAT test accuracy (and the
+// integer model's accuracy for 8-bit uniform methods). One JSON line on stdout
+// and in OUT/result.json.
+//
+// Usage: bench_qat --model runs/r20/model.nnopt --method lsq --wbits 4 --abits 4
+//                  [--epochs 5] [--lr 0.01] [--wd 1e-4] [--batch 128] [--kd 0|1]
+//                  [--kd-spec kd:T=4,alpha=0.5] [--calib 8] [--act-observer mse]
+//                  [--first-last 8] [--limit 0] [--threads 2] [--out DIR]
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "nnopt/core/error.h"
+#include "nnopt/core/file_util.h"
+#include "nnopt/core/runtime.h"
+#include "nnopt/data/dataset.h"
+#include "nnopt/deploy/int8.h"
+#include "nnopt/nn/checkpoint.h"
+#include "nnopt/nn/fold_bn.h"
+#include "nnopt/quant/attach.h"
+#include "nnopt/quant/qat.h"
+#include "nnopt/train/trainer.h"
+
+int main(int argc, char** argv) {
+  using namespace nnopt;
+  std::map<std::string, std::string> a = {
+      {"model", "/work/runs/r20/model.nnopt"}, {"method", "lsq"}, {"wbits", "4"},
+      {"abits", "4"}, {"epochs", "5"}, {"lr", "0.01"}, {"wd", "1e-4"}, {"batch", "128"},
+      {"kd", "0"}, {"kd-spec", "kd:T=4,alpha=0.5"}, {"calib", "8"}, {"act-observer", "mse"},
+      {"first-last", "8"}, {"limit", "0"}, {"threads", "2"}, {"out", ""}, {"progress", "lines"}};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    if (k.rfind("--", 0) != 0 || !a.count(k.substr(2))) {
+      std::cerr << "bench_qat: unknown option " << k << "\n";
+      return 2;
+    }
+    a[k.substr(2)] = argv[i + 1];
+  }
+  try {
+    set_threads(std::stoi(a["threads"]));
+    DatasetOptions dopt;
+    dopt.limit = std::stoll(a["limit"]);
+    Dataset train = load_dataset(dopt, true), test = load_dataset(dopt, false);
+    GraphModule fp32 = load_model(a["model"]);
+    fp32->eval();
+    const double acc_fp32 = evaluate(fp32, test).accuracy;
+    GraphModule m = fold_batch_norm(fp32);
+    const int64_t wb = std::stoll(a["wbits"]), ab = std::stoll(a["abits"]);
+    QuantConfig cfg = QuantConfig()
+                          .weight(QuantScheme(wb).per_channel(true))
+                          .activation(QuantScheme(ab).is_signed(false).symmetric(false))
+                          .activation_observer(a["act-observer"])
+                          .first_last_bits(std::stoll(a["first-last"]));
+    attach_quantizers(m, cfg);
+    calibrate(m, train, std::stoll(a["calib"]), 128);
+    const double acc_ptq = evaluate(m, test).accuracy;
+    QatOptions q = QatOptions().method(a["method"]).distill({a["kd-spec"]});
+    q.train() = TrainOptions(std::stoll(a["epochs"]))
+                    .lr(std::stod(a["lr"]))
+                    .weight_decay(std::stod(a["wd"]))
+                    .batch_size(std::stoll(a["batch"]))
+                    .nesterov(true)
+                    .crop_padding(2)
+                    .hflip(true)
+                    .seed(0)
+                    .out_dir(a["out"])
+                    .progress(a["progress"]);
+    double t0 = now_seconds();
+    TrainResult r = run_qat(m, train, &test, q, a["kd"] == "1" ? fp32 : GraphModule(nullptr));
+    const double secs = now_seconds() - t0;
+    const double acc_qat = evaluate(m, test).accuracy;
+    nlohmann::json j = {{"model", a["model"]}, {"method", a["method"]}, {"wbits", wb},
+                        {"abits", ab}, {"first_last_bits", std::stoll(a["first-last"])},
+                        {"epochs", std::stoll(a["epochs"])}, {"lr", std::stod(a["lr"])},
+                        {"kd", a["kd"] == "1" ? a["kd-spec"] : ""},
+                        {"act_observer", a["act-observer"]},
+                        {"fp32_acc", acc_fp32}, {"ptq_acc", acc_ptq}, {"qat_acc", acc_qat},
+                        {"drop_pt", 100 * (acc_fp32 - acc_qat)}, {"qat_seconds", secs}};
+    nlohmann::json hist = nlohmann::json::array();
+    for (const auto& e : r.history) hist.push_back(e.val_acc);
+    j["val_acc_per_epoch"] = hist;
+    if (find_qat_quantizers(m).front().q->uniform()) {
+      convert_qat_to_fake_quant(m);
+      j["fakequant_acc_after_convert"] = evaluate(m, test).accuracy;
+      if (wb == 8 && ab == 8) {
+        Int8Model i8 = lower_to_int8(m);
+        j["int8_acc"] = evaluate_logits([&](const torch::Tensor& x) { return i8.forward(x); }, test)
+                            .accuracy;
+      }
+    }
+    std::cout << j.dump() << std::endl;
+    if (!a["out"].empty()) write_file_atomic(path_join(a["out"], "result.json"), j.dump(2) + "\n");
+  } catch (const Error& e) {
+    std::cerr << "bench_qat: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,54 @@
+// Throughput of one activation quantizer, forward + backward, on a
+// [128, 16, 28, 28] tensor: nnopt's fused LSQ kernel, the LSQ reference
+// formula in torch ops, PyTorch's at::_fake_quantize_learnable_per_tensor_affine,
+// plain fake_quantize (no learnable step), and relu as a floor.
+// Usage: bench_qat_kernel [THREADS] [REPS]
+#include <cstdio>
+#include <string>
+
+#include "nnopt/core/runtime.h"
+#include "nnopt/quant/fake_quant.h"
+#include "nnopt/quant/lsq.h"
+
+int main(int argc, char** argv) {
+  using namespace nnopt;
+  set_threads(argc > 1 ? std::stoi(argv[1]) : 2);
+  const int reps = argc > 2 ? std::stoi(argv[2]) : 20;
+  torch::manual_seed(0);
+  torch::Tensor x0 = torch::randn({128, 16, 28, 28}).relu();
+  torch::Tensor gy = torch::randn_like(x0);
+  const double g = 1.0 / std::sqrt(16 * 28 * 28 * 15.0);
+  auto time = [&](const char* name, auto fn) {
+    for (int i = 0; i < 2; ++i) fn();
+    double t0 = now_seconds();
+    for (int i = 0; i < reps; ++i) fn();
+    std::printf("%-28s %8.2f ms (forward + backward)\n", name, 1e3 * (now_seconds() - t0) / reps);
+  };
+  time("relu", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    x.relu().backward(gy);
+  });
+  time("fake_quantize (STE)", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    fake_quantize_per_tensor(x, 0.1, 0, 0, 15).backward(gy);
+  });
+  time("lsq fused (nnopt)", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    auto s = torch::full({1}, 0.1f).requires_grad_(true);
+    lsq_quantize(x, s, {}, 0, 15, g).backward(gy);
+  });
+  time("lsq reference (torch ops)", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    auto s = torch::full({1}, 0.1f).requires_grad_(true);
+    auto sg = (s - s * g).detach() + s * g;
+    auto v = (x / sg).clamp(0, 15);
+    ((v.round() - v).detach() + v).mul(sg).backward(gy);
+  });
+  time("torch learnable fake-quant", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    auto s = torch::full({1}, 0.1f).requires_grad_(true);
+    auto z = torch::zeros({1});
+    at::_fake_quantize_learnable_per_tensor_affine(x, s, z, 0, 15, g).backward(gy);
+  });
+  return 0;
+}
