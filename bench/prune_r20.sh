@@ -9,7 +9,7 @@ BIN=${1:?nnopt binary}
 RUNS=${2:?runs folder}
 CKPT=${3:-/work/runs/r20/model.nnopt}
 mkdir -p "$RUNS"
-FT="--lr 0.01 --crop-padding 2 --hflip --progress lines --latency-rounds 5"
+FT="--lr 0.01 --crop-padding 2 --hflip --progress lines --latency-rounds 5 --latency-threads 1,2"
 
 # Structured: 50 % of the MACs, L1 filter norm, the same fraction of every
 # dependency group (kept channels a multiple of 4), one shot, 10 fine-tune epochs.

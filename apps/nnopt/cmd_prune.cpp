@@ -33,6 +33,7 @@ struct PruneArgs {
   std::string checkpoint, criterion = "l1", granularity = "channel", target, schedule = "oneshot";
   int64_t finetune_epochs = 0, cycles = 3, prune_frequency = 0, importance_batches = 4;
   int64_t latency_batch = 1, latency_rounds = 3, latency_repeats = 20, channel_multiple = 1;
+  std::string latency_threads;  // "1,2"; empty = as --threads
   double max_group_ratio = 0.9, ramp_fraction = 0.67, bn_l1 = 0;
   bool per_layer = false;
 };
@@ -107,6 +108,7 @@ void check_args(const PruneArgs& a) {
               "prune: schedule 'sfp' (soft filter pruning) needs --granularity channel");
   NNOPT_CHECK(a.schedule == "oneshot" || a.finetune_epochs >= 1, ValueError, "prune: schedule '", a.schedule,
               "' prunes during training; give --finetune-epochs E >= 1");
+  if (!a.latency_threads.empty()) parse_shape(a.latency_threads, "--latency-threads");
   NNOPT_CHECK(a.ramp_fraction > 0 && a.ramp_fraction <= 1, ValueError,
               "prune: --ramp-fraction must be in (0, 1], got ", a.ramp_fraction);
 }
@@ -152,6 +154,9 @@ void register_prune(CLI::App& app, Runner& run) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--latency-rounds", a.latency_rounds, "alternating rounds of the before/after timing")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--latency-threads", a.latency_threads,
+                  "thread counts for the before/after timing, e.g. 1,2 (default: as --threads); the "
+                  "first one fills the table");
   sub->add_option("--latency-repeats", a.latency_repeats, "timed runs per latency measurement (median)")
       ->check(CLI::Range(3, 100000));
   // Fine-tuning recipe (SGD, cosine LR).
@@ -355,15 +360,31 @@ void register_prune(CLI::App& app, Runner& run) {
       GraphModule orig_f = fold_batch_norm(orig), pruned_f = fold_batch_norm(pruned);
       orig_f->eval();
       pruned_f->eval();
+      const int run_threads = threads();
+      std::vector<int64_t> lat_threads = {run_threads};
+      if (!a.latency_threads.empty()) lat_threads = parse_shape(a.latency_threads, "--latency-threads");
       std::vector<int64_t> batches = {1, 64};
-      for (auto b : batches) {
-        auto ms = alternating_latency({&orig, &pruned}, b, a.latency_rounds, a.latency_repeats);
-        before.latency_ms.push_back(ms[0]);
-        after.latency_ms.push_back(ms[1]);
-        auto fs = alternating_latency({&orig_f, &pruned_f}, b, a.latency_rounds, a.latency_repeats);
-        before.folded_ms.push_back(fs[0]);
-        after.folded_ms.push_back(fs[1]);
+      json by_threads = json::object();
+      for (size_t ti = 0; ti < lat_threads.size(); ++ti) {
+        set_threads(static_cast<int>(lat_threads[ti]));
+        json row = json::object();
+        for (auto b : batches) {
+          auto ms = alternating_latency({&orig, &pruned}, b, a.latency_rounds, a.latency_repeats);
+          auto fs = alternating_latency({&orig_f, &pruned_f}, b, a.latency_rounds, a.latency_repeats);
+          row[str_cat("b", b)] = {{"before_ms", ms[0]}, {"after_ms", ms[1]}, {"speedup", ms[0] / ms[1]},
+                                  {"folded_before_ms", fs[0]}, {"folded_after_ms", fs[1]},
+                                  {"folded_speedup", fs[0] / fs[1]}};
+          if (ti > 0) continue;
+          before.latency_ms.push_back(ms[0]);
+          after.latency_ms.push_back(ms[1]);
+          before.folded_ms.push_back(fs[0]);
+          after.folded_ms.push_back(fs[1]);
+        }
+        by_threads[std::to_string(threads())] = row;
       }
+      info["latency_threads"] = lat_threads;
+      info["latency_by_threads"] = by_threads;
+      set_threads(run_threads);
 
       Table tab({"", "before", "after", "change"});
       auto ratio = [](double x, double y) { return y > 0 ? fmt(x / y, 2) + "x" : std::string("-"); };
@@ -377,10 +398,10 @@ void register_prune(CLI::App& app, Runner& run) {
       tab.add_row({"size (bytes)", std::to_string(before.size), std::to_string(after.size),
                    ratio(before.size, after.size) + " smaller"});
       for (size_t i = 0; i < batches.size(); ++i)
-        tab.add_row({str_cat("latency b", batches[i], " (ms)"), fmt(before.latency_ms[i], 3),
+        tab.add_row({str_cat("latency b", batches[i], " (ms, ", lat_threads[0], " thr)"), fmt(before.latency_ms[i], 3),
                      fmt(after.latency_ms[i], 3), ratio(before.latency_ms[i], after.latency_ms[i]) + " faster"});
       for (size_t i = 0; i < batches.size(); ++i)
-        tab.add_row({str_cat("latency b", batches[i], ", BN folded (ms)"), fmt(before.folded_ms[i], 3),
+        tab.add_row({str_cat("latency b", batches[i], " BN folded (ms, ", lat_threads[0], " thr)"), fmt(before.folded_ms[i], 3),
                      fmt(after.folded_ms[i], 3), ratio(before.folded_ms[i], after.folded_ms[i]) + " faster"});
       tab.add_row({"test accuracy", pct(before.acc), pct(after.acc),
                    fmt(100 * (after.acc - before.acc), 2) + " pt"});
