@@ -8,7 +8,9 @@
 #include "nnopt/core/error.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/prune/criterion.h"
+#include "nnopt/prune/sensitivity.h"
 #include "nnopt/prune/target.h"
+#include "nnopt/train/trainer.h"
 #include "test_util.h"
 
 using namespace nnopt;
@@ -233,4 +235,46 @@ TEST(PrunePlanner, BadTargetsAreClearErrors) {
                            ChannelPlannerOptions().latency_repeats(3)),
       ValueError, "is below the minimum");
   EXPECT_THROW_MSG(ChannelPlannerOptions().max_group_ratio(1.0).validate(), ValueError, "max_group_ratio");
+}
+
+// A group whose channels the output does not depend on is insensitive; the
+// analysis finds it and the ratios let the plan cut it.
+TEST(PruneSensitivity, FindsTheGroupThatCanGo) {
+  Graph g;
+  g.input("input", {1, 8, 8});
+  g.conv2d("a", "input", 8, 3, 1, 1);
+  g.unary("ra", OpKind::kReLU, "a");
+  g.conv2d("b", "ra", 8, 3, 1, 1);
+  g.unary("rb", OpKind::kReLU, "b");
+  g.add("pool", OpKind::kGlobalAvgPool, NoAttrs{}, {"rb"});
+  g.flatten("flat", "pool");
+  g.linear("fc", "flat", 4);
+  torch::manual_seed(5);
+  GraphModule m(g);
+  {
+    torch::NoGradGuard ng;
+    m->node_module("fc").weight.slice(1, 2).zero_();  // only b's channels 0, 1 reach the logits
+  }
+  Dataset d = make_synthetic(200, {1, 8, 8}, 4, 1);
+  // Labels = the model's own predictions: baseline accuracy 100 %.
+  {
+    torch::NoGradGuard ng;
+    m->eval();
+    d.labels = m->forward(d.images).argmax(1);
+  }
+  DependencyGraph deps(g);
+  auto scores = make_importance("l1")->score(m, deps, {});
+  scores[deps.group_index("b")] = torch::tensor({9.0, 9.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0}, torch::kDouble);
+  auto rows = channel_sensitivity(m, deps, scores, d, {0.25, 0.5, 0.75});
+  ASSERT_EQ(rows.size(), 1u + 2 * 3);
+  EXPECT_DOUBLE_EQ(rows[0].accuracy, 1.0);
+  auto ratios = ratios_from_sensitivity(rows, 0.0);
+  EXPECT_DOUBLE_EQ(ratios.at("b"), 0.75);  // 6 of 8 go, the two that matter stay
+  auto plan = plan_from_ratios(deps, scores, ratios, ChannelPlannerOptions());
+  EXPECT_EQ(plan.remove.at("b"), (std::vector<int64_t>{2, 3, 4, 5, 6, 7}));
+  GraphModule small = prune_channels(m, deps, plan);
+  EXPECT_DOUBLE_EQ(evaluate(small, d).accuracy, 1.0);
+  EXPECT_THROW_MSG(channel_sensitivity(m, deps, scores, d, {1.0}), ValueError, "ratio must be in (0, 1)");
+  EXPECT_THROW_MSG(plan_from_ratios(deps, scores, {{"zz", 0.5}}, ChannelPlannerOptions()), ValueError,
+                   "no dependency group named 'zz'");
 }
