@@ -137,7 +137,7 @@ TEST(ZooReference, CoversEveryModelAndBothInputShapes) {
     for (const auto& s : kShapes)
       EXPECT_TRUE(seen.count({name, shape_str(s)})) << name << " " << shape_str(s);
   EXPECT_TRUE(depths.count(110));
-  EXPECT_EQ(half_width, (std::set<std::string>{"mobilenetv2", "resnet", "vgg-small"}));
+  EXPECT_EQ(half_width, (std::set<std::string>{"lenet5", "mlp", "mobilenetv2", "resnet", "vgg-small"}));
 }
 
 TEST(ZooReference, ParamsMacsAndOutputShapeMatchPyTorch) {

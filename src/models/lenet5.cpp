@@ -2,6 +2,7 @@
 //   conv1 6 k5 (pad 2 when H or W < 32, so 28x28 behaves like 32x32; else pad 0)
 //   -> relu1 -> pool1 2 -> conv2 16 k5 -> relu2 -> pool2 2 -> flatten
 //   -> fc1 120 -> relu3 -> fc2 84 -> relu4 -> [dropout] -> fc3 num_classes
+// Every width (6, 16, 120, 84) is scaled by the width multiplier (scale_channels).
 #include "nnopt/models/zoo.h"
 
 namespace nnopt {
@@ -15,16 +16,16 @@ Graph build_lenet5(const ModelOptions& opt) {
   const int64_t pad = (s[1] < 32 || s[2] < 32) ? 2 : 0;
   Graph g;
   std::string x = g.input("input", s);
-  x = g.conv2d("conv1", x, 6, 5, 1, pad, 1, /*bias=*/true);
+  x = g.conv2d("conv1", x, detail::scale_channels(6, opt.width), 5, 1, pad, 1, /*bias=*/true);
   x = g.unary("relu1", OpKind::kReLU, x);
   x = g.max_pool("pool1", x, 2, 2);
-  x = g.conv2d("conv2", x, 16, 5, 1, 0, 1, /*bias=*/true);
+  x = g.conv2d("conv2", x, detail::scale_channels(16, opt.width), 5, 1, 0, 1, /*bias=*/true);
   x = g.unary("relu2", OpKind::kReLU, x);
   x = g.max_pool("pool2", x, 2, 2);
   x = g.flatten("flatten", x);  // [16, 5, 5] -> [400] for 28x28 and 32x32
-  x = g.linear("fc1", x, 120);
+  x = g.linear("fc1", x, detail::scale_channels(120, opt.width));
   x = g.unary("relu3", OpKind::kReLU, x);
-  x = g.linear("fc2", x, 84);
+  x = g.linear("fc2", x, detail::scale_channels(84, opt.width));
   x = g.unary("relu4", OpKind::kReLU, x);
   detail::add_classifier(g, x, "dropout", "fc3", opt);
   return g;

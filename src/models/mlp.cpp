@@ -8,9 +8,9 @@ Graph build_mlp(const ModelOptions& opt) {
   Graph g;
   std::string x = g.input("input", opt.input_shape);
   x = g.flatten("flatten", x);  // [*input_shape] -> [prod(input_shape)]
-  x = g.linear("fc1", x, 256);
+  x = g.linear("fc1", x, detail::scale_channels(256, opt.width));
   x = g.unary("relu1", OpKind::kReLU, x);
-  x = g.linear("fc2", x, 128);
+  x = g.linear("fc2", x, detail::scale_channels(128, opt.width));
   x = g.unary("relu2", OpKind::kReLU, x);
   detail::add_classifier(g, x, "dropout", "fc3", opt);
   return g;

@@ -39,18 +39,19 @@ def make_divisible(v, divisor=8, min_value=None):
 
 
 class MLP(nn.Module):
-    def __init__(self, input_shape, num_classes, dropout):
+    def __init__(self, input_shape, num_classes, dropout, width=1.0):
         super().__init__()
         in_features = 1
         for d in input_shape:
             in_features *= d
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(in_features, 256)
+        h1, h2 = scale_channels(256, width), scale_channels(128, width)
+        self.fc1 = nn.Linear(in_features, h1)
         self.relu1 = nn.ReLU()
-        self.fc2 = nn.Linear(256, 128)
+        self.fc2 = nn.Linear(h1, h2)
         self.relu2 = nn.ReLU()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc3 = nn.Linear(128, num_classes)
+        self.fc3 = nn.Linear(h2, num_classes)
 
     def forward(self, x):
         x = self.relu1(self.fc1(self.flatten(x)))
@@ -59,25 +60,27 @@ class MLP(nn.Module):
 
 
 class LeNet5(nn.Module):
-    def __init__(self, input_shape, num_classes, dropout):
+    def __init__(self, input_shape, num_classes, dropout, width=1.0):
         super().__init__()
         c, h, w = input_shape
         pad = 2 if (h < 32 or w < 32) else 0
-        self.conv1 = nn.Conv2d(c, 6, 5, padding=pad)
+        c1, c2, f1, f2 = (scale_channels(6, width), scale_channels(16, width),
+                          scale_channels(120, width), scale_channels(84, width))
+        self.conv1 = nn.Conv2d(c, c1, 5, padding=pad)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2, 2)
         self.flatten = nn.Flatten()
         h2 = ((h + 2 * pad - 4) // 2 - 4) // 2
         w2 = ((w + 2 * pad - 4) // 2 - 4) // 2
-        self.fc1 = nn.Linear(16 * h2 * w2, 120)
+        self.fc1 = nn.Linear(c2 * h2 * w2, f1)
         self.relu3 = nn.ReLU()
-        self.fc2 = nn.Linear(120, 84)
+        self.fc2 = nn.Linear(f1, f2)
         self.relu4 = nn.ReLU()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc3 = nn.Linear(84, num_classes)
+        self.fc3 = nn.Linear(f2, num_classes)
 
     def forward(self, x):
         x = self.pool1(self.relu1(self.conv1(x)))
@@ -230,9 +233,9 @@ RESNET_DEPTHS = {"resnet8": 8, "resnet14": 14, "resnet20": 20, "resnet32": 32, "
 def build(model, input_shape, num_classes, width, depth, dropout):
     """Mirror of nnopt::build_model."""
     if model == "mlp":
-        return MLP(input_shape, num_classes, dropout)
+        return MLP(input_shape, num_classes, dropout, width)
     if model == "lenet5":
-        return LeNet5(input_shape, num_classes, dropout)
+        return LeNet5(input_shape, num_classes, dropout, width)
     if model == "vgg-small":
         return VGGSmall(input_shape, num_classes, width, dropout)
     if model == "resnet" or model in RESNET_DEPTHS:
@@ -278,7 +281,7 @@ def configs():
         for model in ["mlp", "lenet5", "vgg-small", "resnet8", "resnet14", "resnet20",
                       "resnet32", "resnet56", "mobilenetv2"]:
             out.append((model, shape, 10, 1.0, 20, 0.0))
-        for model in ["vgg-small", "mobilenetv2"]:
+        for model in ["mlp", "lenet5", "vgg-small", "mobilenetv2"]:
             out.append((model, shape, 10, 0.5, 20, 0.0))
         for depth in [8, 20, 56]:
             out.append(("resnet", shape, 10, 0.5 if depth == 20 else 1.0, depth, 0.0))
@@ -293,6 +296,7 @@ def configs():
         ("mlp", [64], 10, 1.0, 20, 0.0),
         ("lenet5", [3, 40, 36], 10, 1.0, 20, 0.5),
         ("lenet5", [1, 12, 12], 10, 1.0, 20, 0.0),
+        ("lenet5", [1, 28, 28], 10, 0.3, 20, 0.0),
     ]
     return out
 

@@ -29,8 +29,8 @@ struct ModelOptions {
   std::vector<int64_t> input_shape = {1, 28, 28};
   /// Number of output logits; default 10; must be >= 2.
   int64_t num_classes = 10;
-  /// Channel width multiplier for resnet, mobilenetv2 and vgg-small; default
-  /// 1.0; must be > 0. Ignored by mlp and lenet5.
+  /// Width multiplier of every model's channels (mlp, lenet5: also the hidden
+  /// units); default 1.0; must be > 0.
   double width = 1.0;
   /// ResNet depth 6n+2 (8, 14, 20, 32, 56, 110, ...); default 20. Used by
   /// "resnet" only; the "resnetN" names fix the depth themselves.
