@@ -1,0 +1,136 @@
+#include "nnopt/prune/structure_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "nnopt/core/error.h"
+
+namespace nnopt {
+
+void StructureSearchOptions::validate() const {
+  NNOPT_CHECK(colony() >= 2, ValueError, "structure search: colony must be >= 2, got ", colony());
+  NNOPT_CHECK(cycles() >= 0, ValueError, "structure search: cycles must be >= 0, got ", cycles());
+  NNOPT_CHECK(limit() >= 1, ValueError, "structure search: limit must be >= 1, got ", limit());
+  NNOPT_CHECK(levels() >= 2, ValueError, "structure search: levels must be >= 2, got ", levels());
+  NNOPT_CHECK(mutations() >= 1, ValueError, "structure search: mutations must be >= 1, got ", mutations());
+  NNOPT_CHECK(max_macs_ratio() > 0 && max_macs_ratio() <= 1, ValueError,
+              "structure search: max_macs_ratio must be in (0, 1], got ", max_macs_ratio());
+}
+
+ChannelPlan plan_for_structure(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
+                               const Structure& s, int64_t levels) {
+  const auto& groups = deps.groups();
+  NNOPT_CHECK(s.size() == groups.size() && scores.size() == groups.size(), ValueError,
+              "structure search: structure has ", s.size(), " levels and ", scores.size(),
+              " score tensors for ", groups.size(), " groups");
+  ChannelPlan plan;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    NNOPT_CHECK(s[g] >= 1 && s[g] <= levels, ValueError, "structure search: level ", s[g], " of group '",
+                groups[g].name, "' is outside 1..", levels);
+    int64_t size = groups[g].size();
+    int64_t keep = std::max<int64_t>(1, (s[g] * size + levels - 1) / levels);
+    if (keep >= size) continue;
+    auto order = std::get<1>(scores[g].to(torch::kDouble).sort(0, /*descending=*/false));  // ascending
+    std::vector<int64_t> v(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + (size - keep));
+    std::sort(v.begin(), v.end());
+    plan.remove[groups[g].name] = v;
+  }
+  return plan;
+}
+
+StructureSearchResult abc_structure_search(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
+                                           const StructureFitness& fitness, const StructureSearchOptions& opt) {
+  opt.validate();
+  NNOPT_CHECK(fitness != nullptr, ValueError, "structure search: no fitness function");
+  const size_t G = deps.groups().size();
+  NNOPT_CHECK(G > 0, ValueError, "structure search: the model has no prunable channel groups");
+  const int64_t L = opt.levels();
+  const double base_macs = static_cast<double>(deps.graph().macs());
+  std::mt19937_64 rng(opt.seed());
+  auto uniform = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
+  auto pick = [&](int64_t n) { return std::uniform_int_distribution<int64_t>(0, n - 1)(rng); };
+  auto macs_ratio = [&](const Structure& s) {
+    return static_cast<double>(prune_graph(deps, plan_for_structure(deps, scores, s, L)).macs()) / base_macs;
+  };
+  Structure smallest(G, 1);
+  double min_ratio = macs_ratio(smallest);
+  NNOPT_CHECK(min_ratio <= opt.max_macs_ratio(), ValueError, "structure search: MAC budget ",
+              opt.max_macs_ratio(), " is below the smallest structure's ", min_ratio);
+  // Lower random groups until the structure fits the budget.
+  auto repair = [&](Structure s) {
+    while (macs_ratio(s) > opt.max_macs_ratio()) {
+      std::vector<size_t> up;
+      for (size_t g = 0; g < G; ++g)
+        if (s[g] > 1) up.push_back(g);
+      s[up[pick(static_cast<int64_t>(up.size()))]] -= 1;
+    }
+    return s;
+  };
+  struct Source {
+    Structure s;
+    double fit = 0;
+    int64_t trials = 0;
+  };
+  StructureSearchResult res;
+  auto evaluate = [&](const Structure& s) {
+    ++res.evaluations;
+    return fitness(plan_for_structure(deps, scores, s, L));
+  };
+  auto random_source = [&]() {
+    Source src;
+    src.s.resize(G);
+    for (auto& k : src.s) k = 1 + pick(L);
+    src.s = repair(src.s);
+    src.fit = evaluate(src.s);
+    return src;
+  };
+  std::vector<Source> colony;
+  for (int64_t i = 0; i < opt.colony(); ++i) colony.push_back(random_source());
+  auto record_best = [&]() {
+    for (const auto& c : colony)
+      if (res.best.empty() || c.fit > res.best_fitness) {
+        res.best = c.s;
+        res.best_fitness = c.fit;
+      }
+    res.best_per_cycle.push_back(res.best_fitness);
+  };
+  record_best();
+  auto try_neighbour = [&](size_t i) {
+    Structure v = colony[i].s;
+    for (int64_t m = 0; m < opt.mutations(); ++m) {
+      size_t g = static_cast<size_t>(pick(static_cast<int64_t>(G)));
+      size_t other = static_cast<size_t>(pick(static_cast<int64_t>(colony.size()) - 1));
+      if (other >= i) ++other;
+      double moved = v[g] + uniform(-1, 1) * static_cast<double>(v[g] - colony[other].s[g]);
+      int64_t k = static_cast<int64_t>(std::llround(moved));
+      if (k == v[g]) k += uniform(0, 1) < 0.5 ? -1 : 1;
+      v[g] = std::clamp<int64_t>(k, 1, L);
+    }
+    v = repair(v);
+    double f = evaluate(v);
+    if (f > colony[i].fit) {
+      colony[i] = Source{v, f, 0};
+    } else {
+      ++colony[i].trials;
+    }
+  };
+  for (int64_t c = 0; c < opt.cycles(); ++c) {
+    for (size_t i = 0; i < colony.size(); ++i) try_neighbour(i);  // employed bees
+    // Onlookers: fitness-proportional choice (shifted to be positive).
+    double lo = colony[0].fit;
+    for (const auto& s : colony) lo = std::min(lo, s.fit);
+    std::vector<double> w;
+    for (const auto& s : colony) w.push_back(s.fit - lo + 1e-9);
+    std::discrete_distribution<size_t> choose(w.begin(), w.end());
+    for (size_t n = 0; n < colony.size(); ++n) try_neighbour(choose(rng));
+    for (auto& s : colony)  // scouts
+      if (s.trials >= opt.limit()) s = random_source();
+    record_best();
+  }
+  res.best_plan = plan_for_structure(deps, scores, res.best, L);
+  res.best_macs_ratio = macs_ratio(res.best);
+  return res;
+}
+
+}  // namespace nnopt

@@ -1,0 +1,54 @@
+// ABC channel-number structure search (prune/structure_search.h) with a
+// synthetic fitness whose optimum is known.
+#include <gtest/gtest.h>
+
+#include "nnopt/core/error.h"
+#include "nnopt/models/zoo.h"
+#include "nnopt/prune/criterion.h"
+#include "nnopt/prune/structure_search.h"
+#include "test_util.h"
+
+using namespace nnopt;
+
+TEST(PruneSearch, BeeColonyApproachesAKnownOptimumWithinTheMacBudget) {
+  torch::manual_seed(0);
+  GraphModule m(build_model("resnet20"));
+  DependencyGraph deps(m->graph());
+  auto scores = make_importance("l1")->score(m, deps, {});
+  // Optimum: keep half of every group (level 5 of 10) — within a 0.5 MAC budget.
+  const Structure want(deps.groups().size(), 5);
+  auto want_plan = plan_for_structure(deps, scores, want, 10);
+  auto fitness = [&](const ChannelPlan& p) {
+    double d = 0;
+    for (const auto& g : deps.groups()) {
+      auto it = p.remove.find(g.name);
+      int64_t kept = g.size() - (it == p.remove.end() ? 0 : static_cast<int64_t>(it->second.size()));
+      d += std::abs(static_cast<double>(kept) / g.size() - 0.5);
+    }
+    return -d;
+  };
+  auto opt = StructureSearchOptions().colony(10).cycles(15).max_macs_ratio(0.5).seed(3);
+  auto r = abc_structure_search(deps, scores, fitness, opt);
+  EXPECT_LE(r.best_macs_ratio, 0.5);
+  EXPECT_EQ(r.best_per_cycle.size(), 16u);
+  for (size_t i = 1; i < r.best_per_cycle.size(); ++i) EXPECT_GE(r.best_per_cycle[i], r.best_per_cycle[i - 1]);
+  EXPECT_GT(r.best_per_cycle.back(), r.best_per_cycle.front());
+  EXPECT_GT(r.best_fitness, -0.25 * deps.groups().size() / 2);  // much closer than random levels
+  EXPECT_GT(r.evaluations, 10 * 15);
+  EXPECT_THROW_MSG(abc_structure_search(deps, scores, fitness, StructureSearchOptions().max_macs_ratio(0.001)),
+                   ValueError, "is below the smallest structure's");
+  EXPECT_THROW_MSG(StructureSearchOptions().colony(1).validate(), ValueError, "colony must be >= 2");
+}
+
+TEST(PruneSearch, StructureKeepsTheHighestScoringChannels) {
+  Graph g;
+  g.input("input", {1, 4, 4});
+  g.conv2d("a", "input", 10, 1);
+  g.conv2d("b", "a", 3, 1);
+  DependencyGraph deps(g);
+  std::vector<torch::Tensor> scores = {torch::arange(10, 0, -1, torch::kDouble)};  // channel 0 best
+  auto p = plan_for_structure(deps, scores, {3}, 10);  // keep 3 of 10
+  EXPECT_EQ(p.remove.at("a"), (std::vector<int64_t>{3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_TRUE(plan_for_structure(deps, scores, {10}, 10).remove.empty());
+  EXPECT_THROW_MSG(plan_for_structure(deps, scores, {11}, 10), ValueError, "outside 1..10");
+}
