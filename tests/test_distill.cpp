@@ -669,3 +669,38 @@ TEST(DistillCli, CompareRunsEveryMethodResumesAndKeepsItsProtocol) {
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("unknown method 'dkd'"), std::string::npos) << r.err;
 }
+
+TEST(DistillCli, ConfigListsOfSpecsAndNestedCompareCommand) {
+  auto tmp = temp_dir("distill_config");
+  ModelOptions mo;
+  torch::manual_seed(1);
+  GraphModule t1(build_model("mlp", mo));
+  save_model(tmp + "/t1.nnopt", t1);
+  // A YAML list of a repeatable option: each item (with its own commas) is one spec.
+  write_file_atomic(tmp + "/d.yaml",
+                    "loss: [\"kd:T=2,alpha=0.5\", \"hint:weight=2\"]\nhint: [\"fc1:fc1\"]\n"
+                    "dataset: synthetic\nlimit: 100\nepochs: 1\nbatch_size: 50\n");
+  auto r = run_cli("distill --config " + tmp + "/d.yaml --teacher " + tmp +
+                       "/t1.nnopt --student mlp --progress off --threads 1 --json --out " + tmp + "/d",
+                   tmp);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string losses = json::parse(r.out)["losses"].get<std::string>();
+  EXPECT_NE(losses.find("kd:T=2,alpha=0.5"), std::string::npos) << losses;
+  EXPECT_NE(losses.find("hint:weight=2 fc1:fc1"), std::string::npos) << losses;
+  // A config for a nested command: keys are those of `compare distill`.
+  write_file_atomic(tmp + "/c.yaml", "methods: [alone, kd]\nseeds: \"3\"\nstudent: mlp\n"
+                                     "dataset: synthetic\nlimit: 100\nepochs: 1\nbatch_size: 50\n");
+  r = run_cli("compare distill --config " + tmp + "/c.yaml --teacher " + tmp +
+                  "/t1.nnopt --progress off --threads 1 --json --out " + tmp + "/c",
+              tmp);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  ASSERT_EQ(j["rows"].size(), 2u);
+  EXPECT_EQ(j["rows"][1]["method"], "kd");
+  EXPECT_EQ(j["seeds"], json::array({3}));
+  write_file_atomic(tmp + "/bad.yaml", "generations: 2\n");
+  r = run_cli("compare distill --config " + tmp + "/bad.yaml --teacher x.nnopt", tmp);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("unknown key 'generations' for 'nnopt compare distill'"), std::string::npos)
+      << r.err;
+}

@@ -98,7 +98,7 @@ TapPair default_feature_pair(const Graph& teacher, const Graph& student) {
     std::string best;
     for (const auto& n : g.nodes()) {
       if (n.op == OpKind::kGlobalAvgPool || n.op == OpKind::kFlatten || n.op == OpKind::kLinear) break;
-      if (n.shape.size() == 3) best = n.name;
+      if (n.op != OpKind::kInput && n.shape.size() == 3) best = n.name;
     }
     NNOPT_CHECK(!best.empty(), ValueError, "compare distill: the ", who,
                 " has no feature map [C, H, W] before its classifier; give --pairs");
@@ -123,7 +123,10 @@ DistillCompareResult compare_distill(const DistillCompareOptions& opt, const Dat
   auto ensemble_cache = std::make_shared<TeacherCache>(int64_t(1) << 30);
   std::vector<TapPair> pairs;
   for (const auto& p : opt.pairs()) pairs.push_back(parse_tap_pair(p, "--pairs"));
-  if (pairs.empty()) {
+  const bool feature_methods = std::any_of(methods.begin(), methods.end(), [](const std::string& m) {
+    return m == "hint" || m == "at" || m == "sp";
+  });
+  if (pairs.empty() && feature_methods) {
     GraphModule probe = make_student(opt, train, 0);
     pairs.push_back(default_feature_pair(teacher->graph(), probe->graph()));
   }
