@@ -1,5 +1,5 @@
 #!/bin/sh
-# Data-free quantization ablation on the resnet20 fp32 checkpoint: W6A8 with
+# Data-free quantization ablation on the resnet20 fp32 checkpoint: W4A8 with
 # per-tensor weights (where equalization matters), each DFQ step on and off.
 # Usage: bench/ptq_r20_ablation.sh [CHECKPOINT] [OUT]; ACCURACY_ONLY as in ptq_r20.sh.
 set -e
@@ -19,12 +19,12 @@ run() {
       --out "$OUT/$name" > "$OUT/$name.log" 2>&1 || { echo "$name failed, see $OUT/$name.log" >&2; return 0; }
   fi
 }
-run w6a8_pt_minmax          --method minmax --wbits 6 --abits 8
-run w6a8_pt_dfq             --method dfq --wbits 6 --abits 8
-run w6a8_pt_dfq_no_cle      --method dfq --wbits 6 --abits 8 --no-equalize
-run w6a8_pt_dfq_no_bc       --method dfq --wbits 6 --abits 8 --no-analytic-bias-correction
-run w6a8_pt_dfq_neither     --method dfq --wbits 6 --abits 8 --no-equalize --no-analytic-bias-correction
-run w6a8_pt_dfq_absorb      --method dfq --wbits 6 --abits 8 --absorb-high-bias
-for f in "$OUT"/w6a8_*/report.json; do
+run w4a8_pt_minmax          --method minmax --wbits 4 --abits 8
+run w4a8_pt_dfq             --method dfq --wbits 4 --abits 8
+run w4a8_pt_dfq_no_cle      --method dfq --wbits 4 --abits 8 --no-equalize
+run w4a8_pt_dfq_no_bc       --method dfq --wbits 4 --abits 8 --no-analytic-bias-correction
+run w4a8_pt_dfq_neither     --method dfq --wbits 4 --abits 8 --no-equalize --no-analytic-bias-correction
+run w4a8_pt_dfq_absorb      --method dfq --wbits 4 --abits 8 --absorb-high-bias
+for f in "$OUT"/w4a8_pt_*/report.json; do
   python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-2], round(100*j['fake_quant_accuracy'],2), round(j['drop_pt'],2))" "$f"
 done

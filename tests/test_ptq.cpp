@@ -350,8 +350,7 @@ TEST(MixedPrecision, KnapsackFindsTheBruteForceOptimum) {
   for (const auto& n : layer_nodes(g)) {
     LayerSensitivity s;
     s.node = n;
-    s.params = node_params(g.node(n)) - (n == "fc" ? 10 : 0);
-    if (n != "fc") s.params = node_params(g.node(n));  // convs have no bias before folding
+    s.params = node_params(g.node(n)) - (n == "fc" ? 10 : 0);  // weights only (fc has a bias)
     auto r = torch::rand({3});
     s.accuracy_drop = {{2, 0.05 + r[0].item<double>()}, {4, 0.01 * r[1].item<double>()}, {8, 0.0}};
     sens.push_back(s);
