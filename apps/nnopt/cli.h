@@ -69,6 +69,7 @@ void register_quantize(CLI::App& app, Runner& run);
 /// their subcommand to it: `nnopt compare distill|quant|prune`.
 CLI::App* compare_command(CLI::App& app);
 void register_compare_distill(CLI::App& app, Runner& run);
+void register_compare_quant(CLI::App& app, Runner& run);
 
 /// Rewrites argv so that values from `--config FILE` come first and flags
 /// given on the command line override them. Throws ValueError for an unknown

@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
   register_demo(app, run);
   register_distill(app, run);
   register_compare_distill(app, run);
+  register_compare_quant(app, run);
   register_prune(app, run);
   register_quantize(app, run);
   try {
