@@ -10,7 +10,7 @@ for seed in 0 1 2; do
   out="$RUNS/born-again/seed$seed"
   if [ ! -f "$out/result.json" ]; then
     "$BUILD"/nnopt distill --generations 2 --student lenet5 --width 0.5 --loss kd:T=4,alpha=0.9 \
-      --epochs 10 --batch-size 128 --optimizer adam --lr 0.002 --weight-decay 0 --schedule cosine \
+      --epochs 6 --batch-size 128 --optimizer adam --lr 0.002 --weight-decay 0 --schedule cosine \
       --seed "$seed" --progress lines --json --out "$out" > "$out.json.tmp"
     mv "$out.json.tmp" "$out/result.json"
   fi
