@@ -191,6 +191,9 @@ TEST(CompareQuant, OptionErrors) {
   o = quick("/tmp/unused");
   o.quantize().calib_batches(0);
   EXPECT_THROW_MSG(o.validate(), ValueError, "calibration needs at least 1 batch, got 0");
+  o = quick("/tmp/unused");
+  o.quantize().act_observer("foo");  // checked although minmax would not use it
+  EXPECT_THROW_MSG(o.validate(), ValueError, "unknown observer 'foo'");
   o = quick("");
   EXPECT_THROW_MSG(o.validate(), ValueError, "no output folder");
 }

@@ -68,6 +68,9 @@ void QuantizeMethodOptions::validate() const {
               train_.batch_size());
   train_.validate();
   config().validate();
+  // act_observer is checked even when this method does not use it (one
+  // protocol serves every method of a comparison).
+  if (!act_observer_.empty()) config().activation_observer(act_observer_).validate();
 }
 
 QuantConfig QuantizeMethodOptions::config() const {
