@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -131,21 +132,26 @@ TEST(Cli, DemoPrintsTheTable) {
   if (!nnopt::path_exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
     GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   auto tmp = temp_dir("cli_demo");
-  auto r = run_cli("demo --limit 2000 --epochs 1 --progress off --out " + tmp + "/demo", tmp);
-  ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* col : {"test acc %", "params", "MACs", "size KiB", "b1 ms", "b64 ms"})
-    EXPECT_NE(r.out.find(col), std::string::npos) << col << "\n" << r.out;
-  EXPECT_NE(r.out.find("lenet5"), std::string::npos);
-  EXPECT_NE(r.out.find("61706"), std::string::npos) << "lenet5 parameter count";
-  auto j = run_cli("demo --limit 2000 --epochs 2 --progress off --json --out " + tmp + "/demo2", tmp);
+  auto j = run_cli("demo --limit 2000 --epochs 2 --progress off --json --out " + tmp + "/demo", tmp);
   ASSERT_EQ(j.code, 0) << j.err;
   auto parsed = json::parse(j.out);
   EXPECT_GT(parsed["test_accuracy"].get<double>(), 0.5);
-  std::set<std::string> variants;
-  for (const auto& row : parsed["rows"]) variants.insert(row["variant"].get<std::string>());
-  EXPECT_TRUE(variants.count("fp32")) << parsed.dump();
-  EXPECT_TRUE(variants.count("fp32, trained alone")) << parsed.dump();
-  EXPECT_TRUE(variants.count("fp32, distilled from lenet5")) << parsed.dump();
+  std::map<std::string, json> rows;
+  for (const auto& row : parsed["rows"]) rows[row["variant"].get<std::string>()] = row;
+  for (const char* v : {"fp32", "fp32, trained alone", "fp32, distilled from lenet5",
+                        "int8 PTQ (W8A8, onednn)", "W4A4 LSQ QAT (fake-quant)",
+                        "pruned (L1, channels) + fine-tuned"})
+    ASSERT_TRUE(rows.count(v)) << v << "\n" << parsed.dump();
+  for (const char* col : {"test acc %", "params", "MACs", "size KiB", "b1 ms", "b64 ms"})
+    EXPECT_TRUE(rows["fp32"].contains(col)) << col;
+  EXPECT_EQ(rows["fp32"]["params"].get<int64_t>(), 61706) << "lenet5 parameter count";
+  // The compressed variants are smaller than the fp32 model.
+  const double fp32_kib = rows["fp32"]["size KiB"].get<double>();
+  EXPECT_LT(rows["int8 PTQ (W8A8, onednn)"]["size KiB"].get<double>(), fp32_kib / 3);
+  EXPECT_LT(rows["W4A4 LSQ QAT (fake-quant)"]["size KiB"].get<double>(), fp32_kib / 6);
+  EXPECT_LT(rows["pruned (L1, channels) + fine-tuned"]["MACs"].get<double>(),
+            0.55 * rows["fp32"]["MACs"].get<double>());
+  EXPECT_LT(rows["fp32, trained alone"]["params"].get<double>(), 61706 / 3.0);
 }
 
 TEST(Cli, ExportImportRoundTripKeepsAccuracy) {
