@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "nnopt/data/dataset.h"
 #include "nnopt/nn/graph_module.h"
 #include "nnopt/train/trainer.h"
 
@@ -41,6 +42,8 @@ struct DataArgs {
 
 void add_common(CLI::App* app, Common& c, bool with_out = true);
 void add_data(CLI::App* app, DataArgs& d);
+/// --dataset / --data-dir / --limit as DatasetOptions.
+DatasetOptions dataset_options(const DataArgs& d);
 void add_model_options(CLI::App* app, ModelSource& m);
 /// The Trainer's options as flags (train, distill, and every command that trains).
 void add_train_options(CLI::App* app, TrainOptions& t, std::string& milestones, int64_t& val_size);

@@ -70,16 +70,9 @@ void register_compare_distill(CLI::App& app, Runner& run) {
       if (!milestones.empty()) t.milestones(parse_shape(milestones, "--milestones"));
       t.progress(c.progress);
       o.train(t).out_dir(c.out).seeds(parse_seeds(seeds));
-      std::vector<std::string> ms, ps, es;
-      for (const auto& x : split(methods, ',')) if (!x.empty()) ms.push_back(x);
-      for (const auto& x : split(pairs, ',')) if (!x.empty()) ps.push_back(x);
-      for (const auto& x : split(ensemble, ',')) if (!x.empty()) es.push_back(x);
-      o.methods(ms).pairs(ps).ensemble(es);
+      o.methods(split_list(methods)).pairs(split_list(pairs)).ensemble(split_list(ensemble));
       o.validate();  // before any data is read
-      DatasetOptions dso;
-      dso.name = d.dataset;
-      dso.dir = d.data_dir;
-      dso.limit = d.limit;
+      DatasetOptions dso = dataset_options(d);
       Dataset train = load_dataset(dso, true);
       Dataset test = load_dataset(dso, false);
       DistillCompareResult r = compare_distill(o, train, test);

@@ -52,9 +52,7 @@ void register_compare_quant(CLI::App& app, Runner& run) {
     run = [] {
       apply_common(c);
       if (c.out.empty()) c.out = "runs/compare-quant";
-      StringList ms;
-      for (const auto& x : split(methods, ','))
-        if (!x.empty()) ms.push_back(x);
+      StringList ms = split_list(methods);
       QuantCompareOptions o;
       o.checkpoint(checkpoint).out_dir(c.out).methods(ms).settings(parse_quant_settings(bits, "--bits"))
           .latency(!no_latency);
@@ -66,10 +64,7 @@ void register_compare_quant(CLI::App& app, Runner& run) {
           .batch_size(qat_batch).max_batches(max_batches).seed(c.seed).progress(c.progress);
       o.validate();  // before any data is read
       NNOPT_CHECK(path_exists(checkpoint), FileError, checkpoint, ": checkpoint not found");
-      DatasetOptions dso;
-      dso.name = d.dataset;
-      dso.dir = d.data_dir;
-      dso.limit = d.limit;
+      DatasetOptions dso = dataset_options(d);
       Dataset train = load_dataset(dso, true);
       Dataset test = load_dataset(dso, false);
       QuantCompareResult r = compare_quant(o, train, test);

@@ -34,8 +34,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 std::vector<std::string> split_all(const std::vector<std::string>& values) {
   std::vector<std::string> out;
   for (const auto& v : values)
-    for (const auto& part : split(v, ','))
-      if (!part.empty()) out.push_back(part);
+    for (auto& part : split_list(v)) out.push_back(std::move(part));
   return out;
 }
 
@@ -121,10 +120,7 @@ void register_distill(CLI::App& app, Runner& run) {
       t.seed(c.seed).out_dir(c.out).progress(c.progress);
       t.validate();
 
-      DatasetOptions dso;
-      dso.name = d.dataset;
-      dso.dir = d.data_dir;
-      dso.limit = d.limit;
+      DatasetOptions dso = dataset_options(d);
       Dataset train = load_dataset(dso, true);
       Dataset test = load_dataset(dso, false);
       Dataset val = test;

@@ -182,10 +182,7 @@ void register_prune(CLI::App& app, Runner& run) {
       popt.validate();
       PruneTarget target = a.target.empty() ? PruneTarget{TargetKind::kSparsity, 0.5} : PruneTarget::parse(a.target);
 
-      DatasetOptions dso;
-      dso.name = d.dataset;
-      dso.dir = d.data_dir;
-      dso.limit = d.limit;
+      DatasetOptions dso = dataset_options(d);
       Dataset train = load_dataset(dso, true);
       Dataset test = load_dataset(dso, false);
       std::string meta;

@@ -151,10 +151,7 @@ void register_quantize(CLI::App& app, Runner& run) {
 
       GraphModule fp32 = load_model(checkpoint);
       fp32->eval();
-      DatasetOptions dso;
-      dso.name = d.dataset;
-      dso.dir = d.data_dir;
-      dso.limit = d.limit;
+      DatasetOptions dso = dataset_options(d);
       Dataset train = load_dataset(dso, true);
       Dataset test = load_dataset(dso, false);
       NNOPT_CHECK(fp32->graph().input_shape() == test.shape(), ValueError, "quantize: the model takes ",

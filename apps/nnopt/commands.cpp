@@ -125,8 +125,6 @@ GraphModule load_source(const ModelSource& m, std::string* meta) {
   return GraphModule(build_model(m.model, mo));
 }
 
-namespace {
-
 DatasetOptions dataset_options(const DataArgs& d) {
   DatasetOptions o;
   o.name = d.dataset;
@@ -134,6 +132,8 @@ DatasetOptions dataset_options(const DataArgs& d) {
   o.limit = d.limit;
   return o;
 }
+
+namespace {
 
 std::string pct(double v) { return fmt(100 * v, 2) + " %"; }
 

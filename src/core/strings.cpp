@@ -14,4 +14,11 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return parts;
 }
 
+std::vector<std::string> split_list(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  for (auto& part : split(s, sep))
+    if (!part.empty()) out.push_back(std::move(part));
+  return out;
+}
+
 }  // namespace nnopt

@@ -7,5 +7,7 @@ namespace nnopt {
 
 /// Splits at every `sep`; empty parts are kept ("a..b" -> {"a", "", "b"}).
 std::vector<std::string> split(const std::string& s, char sep);
+/// The non-empty parts of a list such as "a,b,,c" -> {"a", "b", "c"}.
+std::vector<std::string> split_list(const std::string& s, char sep = ',');
 
 }  // namespace nnopt
