@@ -21,4 +21,10 @@ std::vector<std::string> split_list(const std::string& s, char sep) {
   return out;
 }
 
+std::string join(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string s;
+  for (size_t i = 0; i < parts.size(); ++i) s += (i ? sep : "") + parts[i];
+  return s;
+}
+
 }  // namespace nnopt

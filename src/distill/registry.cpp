@@ -5,6 +5,7 @@
 #include <map>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/distill/attention_loss.h"
 #include "nnopt/distill/distill_loss.h"
 #include "nnopt/distill/hint_loss.h"
@@ -15,11 +16,6 @@ namespace nnopt {
 
 namespace {
 
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
-}
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");

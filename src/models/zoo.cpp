@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 
 namespace nnopt {
 
@@ -44,11 +45,6 @@ Registry& registry() {
   return r;
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
-  return s;
-}
 
 std::string shape_str(const std::vector<int64_t>& s) {
   std::string out = "[";

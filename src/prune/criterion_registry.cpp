@@ -3,6 +3,7 @@
 #include <map>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/prune/criterion.h"
 
 namespace nnopt {
@@ -52,11 +53,6 @@ struct Registry {
   std::map<std::string, ImportanceFactory> factories;
 };
 
-std::string join_names(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& n : v) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
 
 template <typename T>
 ImportanceFactory factory() {
@@ -87,7 +83,7 @@ ImportancePtr make_importance(const std::string& name, const ImportanceOptions& 
   auto& r = registry();
   auto it = r.factories.find(name);
   NNOPT_CHECK(it != r.factories.end(), ValueError, "unknown pruning criterion '", name,
-              "' (known: ", join_names(r.order), ")");
+              "' (known: ", join(r.order), ")");
   options.validate();
   return it->second(options);
 }
@@ -99,7 +95,7 @@ void register_importance(const std::string& name, ImportanceFactory factory) {
   NNOPT_CHECK(!name.empty(), ValueError, "register_importance: empty name");
   NNOPT_CHECK(factory != nullptr, ValueError, "register_importance: no factory for '", name, "'");
   NNOPT_CHECK(!r.factories.count(name), ValueError, "pruning criterion '", name,
-              "' is already registered (known: ", join_names(r.order), ")");
+              "' is already registered (known: ", join(r.order), ")");
   r.order.push_back(name);
   r.factories[name] = std::move(factory);
 }

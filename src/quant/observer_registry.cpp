@@ -2,6 +2,7 @@
 #include <map>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/quant/observer.h"
 
 namespace nnopt {
@@ -12,11 +13,6 @@ struct Registry {
   std::map<std::string, ObserverFactory> factories;
 };
 
-std::string join_names(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& n : v) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
 
 Registry& registry() {
   static Registry* r = [] {
@@ -51,7 +47,7 @@ ObserverPtr make_observer(const std::string& name, const QuantScheme& scheme,
   auto& r = registry();
   auto it = r.factories.find(name);
   NNOPT_CHECK(it != r.factories.end(), ValueError, "unknown observer '", name, "' (known: ",
-              join_names(r.order), ")");
+              join(r.order), ")");
   return it->second(scheme, options);
 }
 
@@ -62,7 +58,7 @@ void register_observer(const std::string& name, ObserverFactory factory) {
   NNOPT_CHECK(!name.empty(), ValueError, "register_observer: empty name");
   NNOPT_CHECK(factory != nullptr, ValueError, "register_observer: no factory for '", name, "'");
   NNOPT_CHECK(!r.factories.count(name), ValueError, "observer '", name,
-              "' is already registered (known: ", join_names(r.order), ")");
+              "' is already registered (known: ", join(r.order), ")");
   r.order.push_back(name);
   r.factories[name] = std::move(factory);
 }

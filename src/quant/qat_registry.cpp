@@ -2,6 +2,7 @@
 #include <map>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/quant/apot.h"
 #include "nnopt/quant/dorefa.h"
 #include "nnopt/quant/lsq.h"
@@ -17,11 +18,6 @@ struct Registry {
   std::map<std::string, QatMethod> methods;
 };
 
-std::string join_names(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& n : v) s += (s.empty() ? "" : ", ") + n;
-  return s;
-}
 
 Registry& registry() {
   static Registry* r = [] {
@@ -47,7 +43,7 @@ const QatMethod& qat_method(const std::string& name) {
   auto& r = registry();
   auto it = r.methods.find(name);
   NNOPT_CHECK(it != r.methods.end(), ValueError, "unknown QAT method '", name, "' (known: ",
-              join_names(r.order), ")");
+              join(r.order), ")");
   return it->second;
 }
 
@@ -55,7 +51,7 @@ void register_qat_method(const std::string& name, QatMethod method) {
   auto& r = registry();
   NNOPT_CHECK(!name.empty(), ValueError, "register_qat_method: empty name");
   NNOPT_CHECK(!r.methods.count(name), ValueError, "QAT method '", name,
-              "' is already registered (known: ", join_names(r.order), ")");
+              "' is already registered (known: ", join(r.order), ")");
   NNOPT_CHECK(method.weight, ValueError, "QAT method '", name, "' needs a weight quantizer factory");
   r.order.push_back(name);
   r.methods[name] = std::move(method);
