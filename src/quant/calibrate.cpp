@@ -3,6 +3,7 @@
 
 #include "nnopt/core/error.h"
 #include "nnopt/quant/attach.h"
+#include "nnopt/quant/ptq.h"  // take_batches
 
 namespace nnopt {
 
@@ -72,18 +73,7 @@ void calibrate(GraphModule& model, const std::vector<torch::Tensor>& batches) {
 
 void calibrate(GraphModule& model, const Dataset& data, int64_t num_batches,
                int64_t batch_size) {
-  NNOPT_CHECK(num_batches >= 1, ValueError, "calibration needs at least 1 batch, got ",
-              num_batches);
-  NNOPT_CHECK(batch_size >= 1, ValueError, "calibration batch_size must be >= 1, got ",
-              batch_size);
-  NNOPT_CHECK(data.size() > 0, ValueError, "calibration data '", data.name, "' is empty");
-  std::vector<torch::Tensor> batches;
-  for (int64_t b = 0; b < num_batches; ++b) {
-    const int64_t begin = b * batch_size;
-    if (begin >= data.size()) break;
-    batches.push_back(data.images.slice(0, begin, std::min(begin + batch_size, data.size())));
-  }
-  calibrate(model, batches);
+  calibrate(model, take_batches(data, num_batches, batch_size));
 }
 
 }  // namespace nnopt
