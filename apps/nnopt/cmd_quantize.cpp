@@ -17,25 +17,16 @@
 #include "nnopt/deploy/profile.h"
 #include "nnopt/nn/checkpoint.h"
 #include "nnopt/nn/fold_bn.h"
-#include "nnopt/quant/dfq.h"
 #include "nnopt/quant/mixed_precision.h"
-#include "nnopt/quant/ptq.h"
 #include "nnopt/quant/qat.h"
+#include "nnopt/quant/ptq.h"
+#include "nnopt/quant/quantize_method.h"
 #include "nnopt/train/trainer.h"
 
 namespace nnopt::cli {
 using json = nlohmann::json;
 
 namespace {
-
-const std::vector<std::string>& ptq_methods() {
-  static const std::vector<std::string> m{"minmax", "percentile", "mse", "kl", "dfq", "adaround"};
-  return m;
-}
-const std::vector<std::string>& qat_methods() {
-  static const std::vector<std::string> m{"dorefa", "pact", "lsq", "lsq+", "apot"};
-  return m;
-}
 
 std::string pct(double v) { return fmt(100 * v, 2) + " %"; }
 
@@ -50,14 +41,6 @@ torch::Tensor all_logits(const std::function<torch::Tensor(const torch::Tensor&)
 }
 double accuracy_of(const torch::Tensor& logits, const Dataset& d) {
   return logits.argmax(1).eq(d.labels).to(torch::kFloat64).mean().item<double>();
-}
-
-// The normalized range of pixels in [0, 1] for the datasets with known constants.
-std::vector<double> input_range_of(const std::string& dataset) {
-  if (dataset == "fashion-mnist")
-    return {(0 - kFashionMnistMean) / kFashionMnistStd, (1 - kFashionMnistMean) / kFashionMnistStd};
-  if (dataset == "mnist") return {(0 - kMnistMean) / kMnistStd, (1 - kMnistMean) / kMnistStd};
-  return {};
 }
 
 }  // namespace
@@ -117,37 +100,26 @@ void register_quantize(CLI::App& app, Runner& run) {
     run = [] {
       apply_common(c);
       // Everything the user typed is checked before data or models are loaded.
-      const bool is_ptq = std::count(ptq_methods().begin(), ptq_methods().end(), method) > 0;
-      const bool is_qat = std::count(qat_methods().begin(), qat_methods().end(), method) > 0;
-      if (!is_ptq && !is_qat) {
-        std::string known;
-        for (const auto* l : {&ptq_methods(), &qat_methods()})
-          for (const auto& m : *l) known += (known.empty() ? "" : ", ") + m;
-        throw ValueError(str_cat("quantize: unknown method '", method, "' (known: ", known, ")"));
-      }
-      NNOPT_CHECK(wbits >= 2 && wbits <= 8, ValueError, "quantize: --wbits must be in [2, 8], got ", wbits);
-      NNOPT_CHECK(abits >= 2 && abits <= 8, ValueError, "quantize: --abits must be in [2, 8], got ", abits);
-      NNOPT_CHECK(calib_batches >= 1, ValueError, "quantize: calibration needs at least 1 batch, got ",
-                  calib_batches, " (--calib-batches)");
-      NNOPT_CHECK(batch_size >= 1, ValueError, "quantize: --batch-size must be >= 1, got ", batch_size);
-      NNOPT_CHECK(epochs >= 1, ValueError, "quantize: --epochs must be >= 1, got ", epochs);
-      NNOPT_CHECK(dfq_act == "bn" || dfq_act == "calibrate", ValueError,
-                  "quantize: --dfq-act must be bn or calibrate, got '", dfq_act, "'");
       NNOPT_CHECK(size_budget_kib >= 0, ValueError, "quantize: --size-budget must be > 0 KiB, got ",
                   size_budget_kib);
       std::vector<int64_t> cand;
       for (const auto& p : split(mixed_bits, ','))
         if (!p.empty()) cand.push_back(parse_shape(p, "--mixed-bits")[0]);
       if (c.out.empty()) c.out = "runs/quantize";
-
-      QuantConfig cfg;
-      cfg.weight(QuantScheme(wbits).per_channel(per_channel))
-          .activation(QuantScheme(abits).is_signed(false).symmetric(false))
-          .first_last_bits(first_last_bits);
-      if (method == "minmax" || method == "percentile" || method == "mse" || method == "kl")
-        cfg.activation_observer(method);
-      if (!act_observer.empty()) cfg.activation_observer(act_observer);
-      cfg.validate();
+      QuantizeMethodOptions o;
+      o.method(method).wbits(wbits).abits(abits).per_channel(per_channel)
+          .first_last_bits(first_last_bits).act_observer(act_observer)
+          .calib_batches(calib_batches).batch_size(batch_size).bias_correction(bias_corr)
+          .weight_mse(weight_mse).adaround_iters(adaround_iters).seed(c.seed).dfq_act(dfq_act)
+          .range_sigmas(range_sigmas).absorb_high_bias(absorb).equalize(!no_equalize)
+          .analytic_bias_correction(!no_analytic_bc).kd(kd).val_size(val_size)
+          .train(TrainOptions(epochs).lr(qat_lr).batch_size(qat_batch).seed(c.seed)
+                     .out_dir(path_join(c.out, "qat")).progress(c.progress));
+      o.validate();
+      const bool is_qat = is_qat_method(method);
+      if (method == "adaround" && wbits > 4)
+        std::cerr << "note: AdaRound rounds layers with <= 4 weight bits; at W" << wbits
+                  << " only the MSE weight ranges apply unless --size-budget gives layers fewer bits\n";
 
       GraphModule fp32 = load_model(checkpoint);
       fp32->eval();
@@ -177,11 +149,11 @@ void register_quantize(CLI::App& app, Runner& run) {
         GraphModule base = clone_plain(fp32);
         GraphModule folded = fold_batch_norm(base);
         folded->eval();
-        auto sopt = SensitivityOptions().bits(cand).weight(cfg.weight());
+        auto sopt = SensitivityOptions().bits(cand).weight(o.config().weight());
         auto sens = weight_sensitivity(folded, held, sopt);
         BitAllocation a = allocate_bits(folded->graph(), sens,
                                         static_cast<int64_t>(size_budget_kib * 1024), "accuracy");
-        cfg.weight_bits(a.weight_bits);
+        o.weight_bits(a.weight_bits);
         std::cerr << "sensitivity on " << n << " held-out train samples; allocation:\n" << a.to_string();
         json sj = json::array();
         for (const auto& s : sens) {
@@ -197,61 +169,10 @@ void register_quantize(CLI::App& app, Runner& run) {
         j["quantized_size_bytes"] = a.size_bytes;
       }
 
-      GraphModule q = nullptr;
-      if (method == "dfq") {
-        DfqOptions o;
-        o.config(cfg).absorb_high_bias(absorb).activation_ranges(dfq_act).range_sigmas(range_sigmas)
-            .equalize(!no_equalize).bias_correction(!no_analytic_bc);
-        o.input_range(input_range_of(test.name));
-        DfqResult r = run_dfq(fp32, o, &train, calib_batches, batch_size);
-        q = r.model;
-        j["equalized_pairs"] = r.equalization.plan.pairs.size();
-        j["equalize_iterations"] = r.equalization.iterations;
-        j["equalize_skipped"] = r.equalization.plan.skipped;
-        j["bias_corrected"] = r.corrected;
-        j["bias_uncorrected"] = r.uncorrected;
-        j["high_bias_absorbed"] = r.absorbed;
-        j["activation_ranges"] = dfq_act == "bn" ? "batch-norm statistics (data-free)" : "calibrated";
-      } else if (is_ptq) {
-        PtqOptions o;
-        o.config(cfg).calib_batches(calib_batches).batch_size(batch_size).bias_correction(bias_corr);
-        if (method == "mse" || weight_mse) o.weight_mse(true);
-        if (method == "adaround") {
-          o.adaround(true).adaround_options(AdaRoundOptions().iterations(adaround_iters).seed(c.seed));
-          if (wbits > 4 && cfg.weight_bits().empty())
-            std::cerr << "note: AdaRound rounds layers with <= 4 weight bits; at W" << wbits
-                      << " only the MSE weight ranges apply\n";
-        }
-        PtqResult r = run_ptq(fp32, train, o);
-        q = r.model;
-        if (!r.adaround.empty()) {
-          json aj = json::array();
-          for (const auto& l : r.adaround)
-            aj.push_back({{"node", l.node}, {"bits", l.bits}, {"loss_nearest", l.loss_nearest},
-                          {"loss_adaround", l.loss_adaround}, {"flipped", l.flipped}});
-          j["adaround"] = aj;
-        }
-        if (!r.bias_shifts.empty()) j["bias_corrected_layers"] = r.bias_shifts.size();
-      } else {
-        // QAT: calibrated PTQ model first, then the method's learnable quantizers.
-        NNOPT_CHECK(qat_lr > 0, ValueError, "quantize: --lr must be > 0, got ", qat_lr);
-        NNOPT_CHECK(qat_batch >= 1, ValueError, "quantize: --qat-batch-size must be >= 1, got ", qat_batch);
-        PtqResult p = run_ptq(fp32, train, PtqOptions().config(cfg).calib_batches(calib_batches)
-                                               .batch_size(batch_size).weight_mse(weight_mse));
-        q = p.model;
-        j["ptq_accuracy"] = accuracy_of(
-            all_logits([&](const torch::Tensor& x) { return q->forward(x); }, test), test);
-        Dataset tr = train, val;
-        if (val_size > 0) std::tie(tr, val) = split_validation(train, val_size, c.seed);
-        QatOptions qo;
-        qo.method(method).train(TrainOptions(epochs).lr(qat_lr).batch_size(qat_batch).seed(c.seed)
-                                    .out_dir(path_join(c.out, "qat")).progress(c.progress));
-        TrainResult tr_r = run_qat(q, tr, val_size > 0 ? &val : nullptr, qo, kd ? fp32 : GraphModule(nullptr));
-        j["qat_train_seconds"] = tr_r.seconds;
-        j["kd"] = kd;
-        if (method != "apot") convert_qat_to_fake_quant(q);
-        q->eval();
-      }
+      QuantizeOutcome out = quantize_with_method(fp32, train, &test, o);
+      GraphModule q = out.model;
+      const QuantConfig& cfg = out.config;
+      j.update(out.report);
       j["quantize_seconds"] = now_seconds() - t0;
 
       auto fq_logits = all_logits([&](const torch::Tensor& x) { return q->forward(x); }, test);
@@ -263,7 +184,7 @@ void register_quantize(CLI::App& app, Runner& run) {
       const std::string meta = json{{"quantize", {{"method", method}, {"wbits", wbits}, {"abits", abits},
                                                   {"per_channel", per_channel}}},
                                     {"test_accuracy", fq_acc}}.dump();
-      if (method == "apot") {
+      if (!out.uniform) {
         // Non-uniform levels: no scale table and no integer model (see quant/qat.h).
         save_model(model_path, q, meta);
         j["note"] = "apot levels are not uniform: no scale table, no int8 model";
@@ -284,10 +205,7 @@ void register_quantize(CLI::App& app, Runner& run) {
       std::string extra;
 
       // At 8 bits everywhere: the integer model.
-      bool all8 = wbits == 8 && abits == 8 && (first_last_bits == 0 || first_last_bits == 8) &&
-                  method != "apot";
-      for (const auto& [n, b] : cfg.weight_bits()) all8 = all8 && b == 8;
-      if (all8) {
+      if (all_quantizers_8bit(q)) {
         Int8Model i8 = lower_to_int8(q);
         auto i8_logits = all_logits([&](const torch::Tensor& x) { return i8.forward(x); }, test);
         const double i8_acc = accuracy_of(i8_logits, test);

@@ -23,7 +23,6 @@ torch::Tensor std_normal_pdf(const torch::Tensor& x) {
   return torch::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
 }
 
-bool is_layer(OpKind op) { return op == OpKind::kConv2d || op == OpKind::kLinear; }
 bool depthwise(const Node& n) {
   return n.op == OpKind::kConv2d && n.as<Conv2dAttrs>().groups > 1 &&
          n.as<Conv2dAttrs>().groups == n.as<Conv2dAttrs>().in_channels;
