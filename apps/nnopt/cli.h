@@ -48,8 +48,19 @@ void add_model_options(CLI::App* app, ModelSource& m);
 /// The Trainer's options as flags (train, distill, and every command that trains).
 void add_train_options(CLI::App* app, TrainOptions& t, std::string& milestones, int64_t& val_size);
 
+/// The fine-tuning recipe flags of the pruning commands (--lr, --batch-size,
+/// --weight-decay, --crop-padding, --hflip, --max-batches).
+void add_finetune_options(CLI::App* app, TrainOptions& t);
+/// --importance-batches, --latency-rounds, --latency-repeats and the recipe
+/// flags: what `prune search` and `compare prune` share.
+void add_prune_study_options(CLI::App* app, int64_t& importance_batches, int64_t& latency_rounds,
+                             int64_t& latency_repeats, TrainOptions& t);
+/// Prints each line to stderr unless --progress off.
+std::function<void(const std::string&)> progress_lines(const Common& c);
 /// Parses "1,28,28" into a shape; throws ValueError naming `what`.
 std::vector<int64_t> parse_shape(const std::string& s, const std::string& what);
+/// Parses "0,1,2" into seeds; ValueError for anything but non-negative integers.
+std::vector<int64_t> parse_seeds(const std::string& s);
 /// Builds or loads the model. `meta` receives the checkpoint's metadata JSON.
 GraphModule load_source(const ModelSource& m, std::string* meta = nullptr);
 /// Applies --threads and --seed.
@@ -73,6 +84,9 @@ void register_quantize(CLI::App& app, Runner& run);
 CLI::App* compare_command(CLI::App& app);
 void register_compare_distill(CLI::App& app, Runner& run);
 void register_compare_quant(CLI::App& app, Runner& run);
+void register_compare_prune(CLI::App& app, Runner& run);
+/// `nnopt prune search`: a subcommand of `nnopt prune` (register after register_prune).
+void register_prune_search(CLI::App& app, Runner& run);
 
 /// Rewrites argv so that values from `--config FILE` come first and flags
 /// given on the command line override them. Throws ValueError for an unknown

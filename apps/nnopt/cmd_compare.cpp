@@ -21,7 +21,6 @@ CLI::App* compare_command(CLI::App& app) {
   return sub;
 }
 
-namespace {
 std::vector<int64_t> parse_seeds(const std::string& s) {
   std::vector<int64_t> out;
   for (const auto& part : split(s, ',')) {
@@ -33,7 +32,6 @@ std::vector<int64_t> parse_seeds(const std::string& s) {
   }
   return out;
 }
-}  // namespace
 
 void register_compare_distill(CLI::App& app, Runner& run) {
   static Common c;

@@ -17,6 +17,7 @@
 #include "nnopt/nn/fold_bn.h"
 #include "nnopt/prune/callbacks.h"
 #include "nnopt/prune/criterion.h"
+#include "nnopt/prune/measure.h"
 #include "nnopt/prune/schedule.h"
 #include "nnopt/prune/sparse_checkpoint.h"
 #include "nnopt/prune/surgery.h"
@@ -55,26 +56,6 @@ int64_t nonzero_params(GraphModule& m) {
   for (const auto& n : prunable_weights(m->graph()))
     zeros += (m->effective_weight(n) == 0).sum().item<int64_t>();
   return m->graph().num_params() - zeros;
-}
-
-// Medians over `rounds` of alternating measurements, one per model, so that
-// load changes on the machine hit both models alike.
-std::vector<double> alternating_latency(std::vector<GraphModule*> models, int64_t batch, int64_t rounds,
-                                        int64_t repeats) {
-  LatencyOptions lo;
-  lo.warmup = 5;
-  lo.repeats = repeats;
-  lo.max_seconds = 10;
-  std::vector<std::vector<double>> runs(models.size());
-  for (int64_t r = 0; r < rounds; ++r)
-    for (size_t i = 0; i < models.size(); ++i)
-      runs[i].push_back(measure_latency(*models[i], batch, lo).median_ms);
-  std::vector<double> out;
-  for (auto& v : runs) {
-    std::sort(v.begin(), v.end());
-    out.push_back(v[v.size() / 2]);
-  }
-  return out;
 }
 
 void check_args(const PruneArgs& a) {
@@ -119,12 +100,12 @@ void register_prune(CLI::App& app, Runner& run) {
   static Common c;
   static DataArgs d;
   static PruneArgs a;
-  static TrainOptions t = TrainOptions(1).lr(0.01).nesterov(true).weight_decay(5e-4).schedule("cosine");
+  static TrainOptions t = prune_finetune_recipe();
   auto* sub = app.add_subcommand(
       "prune", "prune a checkpoint (channels, single weights or 2:4), fine-tune, and measure the speed-up");
   add_common(sub, c);
   add_data(sub, d);
-  sub->add_option("checkpoint", a.checkpoint, "nnopt checkpoint to prune")->required();
+  sub->add_option("checkpoint", a.checkpoint, "nnopt checkpoint to prune");
   sub->add_option("--criterion", a.criterion,
                   "importance: l1, l2, fpgm, bn, taylor, hrank, random (channels) or magnitude (weights)");
   sub->add_option("--granularity", a.granularity, "channel, unstructured or 2:4")
@@ -159,18 +140,12 @@ void register_prune(CLI::App& app, Runner& run) {
                   "first one fills the table");
   sub->add_option("--latency-repeats", a.latency_repeats, "timed runs per latency measurement (median)")
       ->check(CLI::Range(3, 100000));
-  // Fine-tuning recipe (SGD, cosine LR).
-  sub->add_option("--lr", t.lr(), "fine-tuning peak learning rate")->check(CLI::PositiveNumber);
-  sub->add_option("--batch-size", t.batch_size(), "mini-batch size")->check(CLI::PositiveNumber);
-  sub->add_option("--weight-decay", t.weight_decay(), "weight decay")->check(CLI::NonNegativeNumber);
-  sub->add_option("--crop-padding", t.crop_padding(), "random crop after padding (0 = off)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_flag("--hflip", t.hflip(), "random horizontal flips");
-  sub->add_option("--max-batches", t.max_batches(), "batches per epoch at most (0 = all)")
-      ->check(CLI::NonNegativeNumber);
-  sub->callback([&run] {
+  add_finetune_options(sub, t);  // the recipe: SGD, cosine LR
+  sub->callback([&run, sub] {
+    if (!sub->get_subcommands().empty()) return;  // `nnopt prune search` runs instead
     run = [] {
       apply_common(c);
+      NNOPT_CHECK(!a.checkpoint.empty(), ValueError, "prune: CHECKPOINT is required (nnopt prune CHECKPOINT ...)");
       check_args(a);
       NNOPT_CHECK(!c.out.empty(), ValueError, "prune: --out DIR is required");
       const bool channel = a.granularity == "channel", nm = a.granularity == "2:4";
@@ -237,11 +212,7 @@ void register_prune(CLI::App& app, Runner& run) {
       if (channel) {
         ImportancePtr imp = make_importance(a.criterion, ImportanceOptions().seed(c.seed));
         ImportanceData idata;
-        if (imp->needs_data()) {
-          int64_t n = std::min(train.size(), a.importance_batches * 64);
-          idata = ImportanceData::from_dataset(train.subset(random_permutation(train.size(), c.seed).slice(0, 0, n)),
-                                               a.importance_batches, 64);
-        }
+        if (imp->needs_data()) idata = importance_batches(train, a.importance_batches, c.seed);
         DependencyGraph deps(model->graph());
         // A latency budget becomes the MAC fraction of the plan that meets it.
         TargetKind metric = target.kind;

@@ -111,7 +111,9 @@ int main(int argc, char** argv) {
   register_distill(app, run);
   register_compare_distill(app, run);
   register_compare_quant(app, run);
+  register_compare_prune(app, run);
   register_prune(app, run);
+  register_prune_search(app, run);
   register_quantize(app, run);
   try {
     std::vector<std::string> args(argv + 1, argv + argc);

@@ -83,4 +83,11 @@ std::string format_mean_std(const MeanStd& m, int digits) {
   return m.n > 1 ? fmt(m.mean, digits) + " ± " + fmt(m.std, digits) : fmt(m.mean, digits);
 }
 
+void write_study_outputs(const std::string& dir, const std::string& stem, const std::string& text,
+                         const Table& table, const json& j) {
+  write_file_atomic(path_join(dir, stem + ".txt"), text);
+  write_file_atomic(path_join(dir, stem + ".csv"), table.to_csv());
+  write_file_atomic(path_join(dir, stem + ".json"), j.dump(2) + "\n");
+}
+
 }  // namespace nnopt

@@ -59,4 +59,10 @@ MeanStd mean_std(const std::vector<double>& values);
 /// "91.23 ± 0.15" (std omitted when n == 1).
 std::string format_mean_std(const MeanStd& m, int digits = 2);
 
+class Table;
+/// Writes a study's outcome as dir/<stem>.txt (`text`), dir/<stem>.csv (the
+/// table) and dir/<stem>.json (`j`, indented), each atomically.
+void write_study_outputs(const std::string& dir, const std::string& stem, const std::string& text,
+                         const Table& table, const nlohmann::json& j);
+
 }  // namespace nnopt
