@@ -1,4 +1,5 @@
 #include "nnopt/train/trainer.h"
+#include "nnopt/train/fused_sgd.h"
 
 #include <cmath>
 #include <cstring>
@@ -182,7 +183,7 @@ void Trainer::add_callback(CallbackPtr cb) {
 std::unique_ptr<torch::optim::Optimizer> Trainer::make_optimizer() const {
   auto params = model_->parameters();
   if (opt_.optimizer() == "sgd")
-    return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(opt_.lr())
+    return std::make_unique<FusedSGD>(params, torch::optim::SGDOptions(opt_.lr())
                                                            .momentum(opt_.momentum())
                                                            .nesterov(opt_.nesterov())
                                                            .weight_decay(opt_.weight_decay()));
