@@ -206,6 +206,40 @@ TEST(ZooForward, EveryModelGivesFiniteLogitsAtBatch2) {
   }
 }
 
+// relu -> max_pool runs as max_pool -> relu inside GraphModule; tapping the
+// relu keeps the written order, so both orders are compared here, in value
+// and in every parameter's gradient.
+TEST(ZooForward, ReluBeforeMaxPoolReorderedWithSameValuesAndGradients) {
+  for (const std::string name : {"lenet5", "vgg-small"}) {
+    SCOPED_TRACE(name);
+    torch::manual_seed(5);
+    GraphModule m(build_model(name, options({1, 28, 28})));
+    m->train();
+    std::vector<std::string> relus;
+    for (const auto& n : m->graph().nodes())
+      if (n.op == OpKind::kReLU) {
+        auto r = m->graph().consumers(n.name);
+        if (r.size() == 1 && m->graph().node(r[0]).op == OpKind::kMaxPool) relus.push_back(n.name);
+      }
+    ASSERT_FALSE(relus.empty());
+    torch::Tensor x = torch::randn({8, 1, 28, 28});
+    auto run = [&](bool tap) {
+      for (auto& p : m->parameters()) p.mutable_grad().reset();
+      TensorMap out;
+      torch::Tensor y = tap ? m->forward(x, relus, out) : m->forward(x);
+      (y * torch::linspace(-1, 1, y.numel()).view(y.sizes())).sum().backward();
+      std::vector<torch::Tensor> g{y.detach()};
+      for (auto& p : m->parameters()) g.push_back(p.grad().clone());
+      return g;
+    };
+    auto reordered = run(false), written = run(true);
+    ASSERT_EQ(reordered.size(), written.size());
+    for (size_t i = 0; i < reordered.size(); ++i)
+      EXPECT_TRUE(torch::allclose(reordered[i], written[i], 1e-5, 1e-6)) << "tensor " << i;
+    EXPECT_GT(written[1].abs().sum().item<float>(), 0.0f);
+  }
+}
+
 TEST(ZooForward, TrainModeWithDropoutRuns) {
   torch::manual_seed(0);
   for (const std::string name : {"vgg-small", "mobilenetv2", "resnet8"}) {

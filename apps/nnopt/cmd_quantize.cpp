@@ -187,7 +187,7 @@ void register_quantize(CLI::App& app, Runner& run) {
       if (!out.uniform) {
         // Non-uniform levels: no scale table and no integer model (see quant/qat.h).
         save_model(model_path, q, meta);
-        j["note"] = "apot levels are not uniform: no scale table, no int8 model";
+        j["note"] = method + " levels are not a uniform grid with an integer zero point in range: no scale table, no int8 model";
       } else {
         ScaleTable table = export_scale_table(q);
         table.save(table_path);

@@ -102,6 +102,20 @@ GraphModuleImpl::GraphModuleImpl(Graph graph) : graph_(std::move(graph)) {
     inplace_ok_[i] = ok_src && last_use_[j] == static_cast<int>(i) &&
                      graph_.consumers(nodes[j].name).size() == 1;
   }
+  // relu -> max_pool runs as max_pool -> relu: max pooling commutes with any
+  // non-decreasing function, in value and in gradient (where all of a window
+  // is <= 0 both orders pass no gradient), and the relu then touches a
+  // quarter of the elements (2x2 pools), forward and backward. Applies when
+  // the pool is the relu's only reader; run() keeps the order when the relu is
+  // tapped or has an activation transform.
+  relu_to_pool_.assign(nodes.size(), -1);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (nodes[i].op != OpKind::kReLU) continue;
+    const auto readers = graph_.consumers(nodes[i].name);
+    if (readers.size() != 1) continue;
+    const int k = static_cast<int>(graph_.index_of(readers[0]));
+    if (nodes[k].op == OpKind::kMaxPool && input_index_[k].size() == 1) relu_to_pool_[i] = k;
+  }
 }
 
 NodeModuleImpl& GraphModuleImpl::node_module(const std::string& name) {
@@ -148,7 +162,7 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
               ValueError, "model input must be [N, ", c10::IntArrayRef(in_shape),
               "] (per-sample shape), got ", x.sizes());
   std::vector<torch::Tensor> v(nodes.size());
-  std::vector<char> tapped(nodes.size(), 0);
+  std::vector<char> tapped(nodes.size(), 0), relu_deferred(nodes.size(), 0);
   if (taps)
     for (const auto& t : *taps) tapped[graph_.index_of(t)] = 1;
   const bool train = is_training();
@@ -190,7 +204,12 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
         // In place only if the producer's value is not also a tap or a transform output.
         size_t j = ins[0];
         bool inplace = inplace_ok_[i] && !tapped[j] && !mods_[j]->act_transform;
-        if (n.op == OpKind::kReLU)
+        if (n.op == OpKind::kReLU && relu_to_pool_[i] >= 0 && !tapped[i] && !m.act_transform) {
+          y = v[j];  // applied by the max_pool that reads it (see constructor)
+          relu_deferred[i] = 1;
+        } else if (n.op == OpKind::kReLU && m.act_transform && m.act_transform->absorbs_relu())
+          y = v[j];  // the quantizer below clips at 0 itself (TransformImpl::absorbs_relu)
+        else if (n.op == OpKind::kReLU)
           y = inplace ? at::relu_(v[j]) : at::relu(v[j]);
         else
           y = inplace ? at::hardtanh_(v[j], 0.0, 6.0) : at::hardtanh(v[j], 0.0, 6.0);
@@ -203,6 +222,7 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
         const auto& a = n.as<PoolAttrs>();
         y = at::max_pool2d(in0(), ivec(a.kernel), ivec(a.stride), ivec(a.padding), {1, 1},
                            a.ceil_mode);
+        if (relu_deferred[ins[0]]) y = at::relu_(y);
         break;
       }
       case OpKind::kAvgPool: {

@@ -220,6 +220,12 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
   return v * s;
 }
 
+bool LsqQuantizerImpl::absorbs_relu() const {
+  // Below the range both the data and the step gradient are 0 (the step's is
+  // qmin - z = 0), as for an input of 0 inside the range (round(0) - 0 = 0).
+  return !weight_ && !scheme_.per_channel() && scheme_.quant_min() == zero_point_.item<int64_t>();
+}
+
 std::string LsqQuantizerImpl::describe() const { return "lsq(" + scheme_.describe() + ")"; }
 
 torch::Tensor LsqQuantizerImpl::levels(int64_t channel) const {

@@ -38,7 +38,15 @@ torch::Tensor LsqPlusQuantizerImpl::levels(int64_t channel) const {
   return torch::arange(scheme_.quant_min(), scheme_.quant_max() + 1, torch::kFloat32) * s + b;
 }
 
+bool LsqPlusQuantizerImpl::uniform() const {
+  const float s = std::max(step_.item<float>(), 1e-8f);
+  const double z = std::nearbyint(-offset_.item<double>() / s);
+  return z >= static_cast<double>(scheme_.quant_min()) && z <= static_cast<double>(scheme_.quant_max());
+}
+
 FakeQuantPtr LsqPlusQuantizerImpl::to_fake_quant() const {
+  NNOPT_CHECK(uniform(), ValueError, "LSQ+: offset ", offset_.item<double>(), " with step ", step_.item<double>(),
+              " needs a zero point outside [", scheme_.quant_min(), ", ", scheme_.quant_max(), "]");
   const float s = std::max(step_.item<float>(), 1e-8f);
   const double z = std::nearbyint(-offset_.item<double>() / s);
   const int64_t zp = static_cast<int64_t>(

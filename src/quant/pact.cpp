@@ -37,6 +37,10 @@ torch::Tensor PactQuantizerImpl::forward(const torch::Tensor& x) {
   return lsq_quantize(x, step(), torch::Tensor(), lo, hi, 1.0, /*step_grad_inside=*/false);
 }
 
+bool PactQuantizerImpl::absorbs_relu() const {
+  return scheme_.quant_min() == zero_point_.item<int64_t>();
+}
+
 std::string PactQuantizerImpl::describe() const { return "pact(" + scheme_.describe() + ")"; }
 
 torch::Tensor PactQuantizerImpl::levels(int64_t channel) const {

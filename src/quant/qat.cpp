@@ -162,7 +162,7 @@ void convert_qat_to_fake_quant(GraphModule& model) {
   for (const auto& a : qs)
     NNOPT_CHECK(a.q->uniform(), ValueError, "cannot convert the ", a.weight ? "weight" : "activation",
                 " quantizer of '", a.node, "' (", a.q->describe(),
-                ") to a FakeQuant: its levels are not a uniform grid");
+                ") to a FakeQuant: its levels are not a uniform grid with a zero point in range");
   std::vector<FakeQuantPtr> fqs;
   for (const auto& a : qs) fqs.push_back(a.q->to_fake_quant());
   torch::NoGradGuard ng;

@@ -30,6 +30,14 @@ class TransformImpl : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x) = 0;
   /// Short name for summaries, e.g. "lsq(4)".
   virtual std::string describe() const { return "transform"; }
+  /// True if forward(relu(x)) == forward(x) in value and in the gradients
+  /// (to x and to the transform's own parameters) for every x != 0: the
+  /// transform clips below at 0 with zero gradient there (unsigned
+  /// activation quantizers with zero point 0). A ReLU node whose output goes
+  /// only into such a transform is then skipped: one pass over the
+  /// activation less in the forward and in the backward pass. (At x == 0
+  /// exactly, ReLU's subgradient is 0 and the quantizer's 1.)
+  virtual bool absorbs_relu() const { return false; }
 };
 using TransformPtr = std::shared_ptr<TransformImpl>;
 
@@ -87,6 +95,7 @@ class GraphModuleImpl : public torch::nn::Module {
   std::vector<std::vector<size_t>> input_index_;       // node -> indices of its inputs
   std::vector<int> last_use_;                          // node -> last node index reading it
   std::vector<char> inplace_ok_;  // relu/relu6 node may overwrite its input (see constructor)
+  std::vector<int> relu_to_pool_;  // relu node -> the max_pool that applies it after pooling, or -1
 };
 TORCH_MODULE(GraphModule);
 

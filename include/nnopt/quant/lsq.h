@@ -52,6 +52,8 @@ class LsqQuantizerImpl : public QatQuantizerImpl {
   bool uniform() const override { return true; }
   torch::Tensor levels(int64_t channel = 0) const override;
   FakeQuantPtr to_fake_quant() const override;
+  /// Per-tensor activation quantizers whose range starts at 0 (qmin == zero point).
+  bool absorbs_relu() const override;
 
   torch::Tensor step() const { return step_; }
   bool is_weight() const { return weight_; }

@@ -33,7 +33,11 @@ class LsqPlusQuantizerImpl : public QatQuantizerImpl {
   torch::Tensor forward(const torch::Tensor& x) override;
   std::string describe() const override;
   std::string kind() const override { return "lsq+"; }
-  bool uniform() const override { return true; }
+  /// True while the grid's zero point round(-offset / step) lies in
+  /// [qmin, qmax]; a learned offset above 0 puts the grid's lowest level
+  /// above zero, which no integer zero point in range can express, and the
+  /// quantizer then stays as it is (like APoT) instead of being converted.
+  bool uniform() const override;
   torch::Tensor levels(int64_t channel = 0) const override;
   FakeQuantPtr to_fake_quant() const override;
 

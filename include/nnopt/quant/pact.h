@@ -30,6 +30,9 @@ class PactQuantizerImpl : public QatQuantizerImpl {
   PactQuantizerImpl(const QuantScheme& scheme, double alpha, int64_t zero_point);
   torch::Tensor forward(const torch::Tensor& x) override;
   std::string describe() const override;
+  /// True when the clip range starts at 0 (qmin == zero point, the usual
+  /// unsigned case): below it PACT passes no gradient to x or alpha.
+  bool absorbs_relu() const override;
   std::string kind() const override { return "pact"; }
   bool uniform() const override { return true; }
   torch::Tensor levels(int64_t channel = 0) const override;
