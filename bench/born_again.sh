@@ -3,14 +3,20 @@
 # trained alone, generation 2 taught by generation 1 (kd:T=4,alpha=0.9), the
 # recipe of bench/distill_compare.sh, three seeds; prints one line per seed.
 # Usage: bench/born_again.sh [build-dir] [runs-dir]
+# WIDTH and EPOCHS (defaults 0.5 and 6) as in bench/distill_compare.sh; other
+# values write to runs-dir/born-again-w<WIDTH>-e<EPOCHS>.
 set -euo pipefail
 BUILD=${1:-build}
 RUNS=${2:-runs}
+WIDTH=${WIDTH:-0.5}
+EPOCHS=${EPOCHS:-6}
+DIR="$RUNS"/born-again
+if [ "$WIDTH" != 0.5 ] || [ "$EPOCHS" != 6 ]; then DIR="$RUNS/born-again-w$WIDTH-e$EPOCHS"; fi
 for seed in 0 1 2; do
-  out="$RUNS/born-again/seed$seed"
+  out="$DIR/seed$seed"
   if [ ! -f "$out/result.json" ]; then
-    "$BUILD"/nnopt distill --generations 2 --student lenet5 --width 0.5 --loss kd:T=4,alpha=0.9 \
-      --epochs 6 --batch-size 128 --optimizer adam --lr 0.002 --weight-decay 0 --schedule cosine \
+    "$BUILD"/nnopt distill --generations 2 --student lenet5 --width "$WIDTH" --loss kd:T=4,alpha=0.9 \
+      --epochs "$EPOCHS" --batch-size 128 --optimizer adam --lr 0.002 --weight-decay 0 --schedule cosine \
       --seed "$seed" --progress lines --json --out "$out" > "$out.json.tmp"
     mv "$out.json.tmp" "$out/result.json"
   fi
