@@ -12,6 +12,7 @@ WIDTH=${WIDTH:-0.5}
 EPOCHS=${EPOCHS:-6}
 DIR="$RUNS"/born-again
 if [ "$WIDTH" != 0.5 ] || [ "$EPOCHS" != 6 ]; then DIR="$RUNS/born-again-w$WIDTH-e$EPOCHS"; fi
+mkdir -p "$DIR"
 for seed in 0 1 2; do
   out="$DIR/seed$seed"
   if [ ! -f "$out/result.json" ]; then
