@@ -10,7 +10,6 @@ Calibration: the first 8 batches of 64 training images (what bench_int8 uses).
 Prints one JSON line: test accuracy of fp32 and int8, and median latency (ms) of
 fp32 and int8 at batch 1 and 64 after 5 warm-up runs.
 """
-import gzip
 import json
 import os
 import sys
@@ -22,19 +21,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "py"))
 import zoo_reference  # noqa: E402
 
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load(data_dir, split):
-    x = torch.from_numpy(read_idx(os.path.join(data_dir, split + "-images-idx3-ubyte.gz")).copy())
-    y = torch.from_numpy(read_idx(os.path.join(data_dir, split + "-labels-idx1-ubyte.gz")).astype(np.int64))
-    return ((x.float() / 255.0 - 0.2860) / 0.3530).unsqueeze(1), y
+sys.path.insert(0, os.path.dirname(__file__))
+from fmnist_idx import load  # noqa: E402
 
 
 def median_ms(fn, x, repeats, max_seconds=20.0):

@@ -7,26 +7,19 @@ Two passes of BATCHES shuffled batches from the Fashion-MNIST train split; the
 first warms up, the second is timed (forward, loss, backward, SGD step, and the
 same per-batch bookkeeping nnopt does: loss.item() and top-1 count).
 """
-import gzip
 import json
 import os
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "py"))
 import zoo_reference  # noqa: E402
 
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+sys.path.insert(0, os.path.dirname(__file__))
+from fmnist_idx import load  # noqa: E402
 
 
 def main():
@@ -34,9 +27,7 @@ def main():
     data_dir = sys.argv[5] if len(sys.argv) > 5 else "/usr/share/datasets/fashion-mnist"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    x = torch.from_numpy(read_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz")).copy())
-    y = torch.from_numpy(read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz")).astype(np.int64))
-    x = ((x.float() / 255.0 - 0.2860) / 0.3530).unsqueeze(1)
+    x, y = load(data_dir, "train")
     model = zoo_reference.build(model_name, [1, 28, 28], 10, 1.0, 20, 0.0)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
