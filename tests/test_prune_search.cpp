@@ -52,3 +52,27 @@ TEST(PruneSearch, StructureKeepsTheHighestScoringChannels) {
   EXPECT_TRUE(plan_for_structure(deps, scores, {10}, 10).remove.empty());
   EXPECT_THROW_MSG(plan_for_structure(deps, scores, {11}, 10), ValueError, "outside 1..10");
 }
+
+// Random structures (initial colony, scouts) are filled up to the budget: with
+// a fitness that never prefers anything, the first source stays best, and no
+// group of it can be raised one level without breaking the budget.
+TEST(PruneSearch, RandomStructuresUseTheMacBudget) {
+  torch::manual_seed(0);
+  GraphModule m(build_model("resnet20"));
+  DependencyGraph deps(m->graph());
+  auto scores = make_importance("l1")->score(m, deps, {});
+  const double base = static_cast<double>(m->graph().macs());
+  auto ratio = [&](const Structure& s) {
+    return static_cast<double>(prune_graph(deps, plan_for_structure(deps, scores, s, 10)).macs()) / base;
+  };
+  auto r = abc_structure_search(deps, scores, [](const ChannelPlan&) { return 0.0; },
+                                StructureSearchOptions().colony(3).cycles(0).max_macs_ratio(0.5).seed(7));
+  EXPECT_LE(r.best_macs_ratio, 0.5);
+  EXPECT_GT(r.best_macs_ratio, 0.4);
+  for (size_t g = 0; g < r.best.size(); ++g) {
+    if (r.best[g] == 10) continue;
+    Structure up = r.best;
+    up[g] += 1;
+    EXPECT_GT(ratio(up), 0.5) << "group " << g << " could still be raised";
+  }
+}

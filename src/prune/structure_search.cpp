@@ -67,6 +67,28 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
     }
     return s;
   };
+  // Raise random groups one level at a time while the structure still fits:
+  // a random structure repaired down to the budget typically uses a third of
+  // it (MACs fall with the product of neighbouring groups' fractions), and a
+  // search that compares structures "at the same MACs" should start from
+  // structures that use the budget.
+  auto fill = [&](Structure s) {
+    std::vector<size_t> order(G);
+    for (size_t g = 0; g < G; ++g) order[g] = g;
+    for (bool raised = true; raised;) {
+      raised = false;
+      std::shuffle(order.begin(), order.end(), rng);
+      for (size_t g : order) {
+        if (s[g] >= L) continue;
+        s[g] += 1;
+        if (macs_ratio(s) <= opt.max_macs_ratio())
+          raised = true;
+        else
+          s[g] -= 1;
+      }
+    }
+    return s;
+  };
   struct Source {
     Structure s;
     double fit = 0;
@@ -81,7 +103,7 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
     Source src;
     src.s.resize(G);
     for (auto& k : src.s) k = 1 + pick(L);
-    src.s = repair(src.s);
+    src.s = fill(repair(src.s));
     src.fit = evaluate(src.s);
     return src;
   };

@@ -7,7 +7,9 @@
 //
 // A structure gives each dependency group a level k in 1..levels; the group
 // keeps ceil(k / levels * size) channels. Structures over the MAC budget are
-// repaired by lowering random groups one level at a time. The colony
+// repaired by lowering random groups one level at a time; random structures
+// (the initial colony and the scouts) are then filled back up, raising random
+// groups while the budget allows, so that they use the budget. The colony
 // (Karaboga 2005): `colony` food sources; each cycle an employed-bee phase
 // (every source tries a neighbour), an onlooker phase (sources chosen with
 // probability proportional to fitness try neighbours), and a scout phase
