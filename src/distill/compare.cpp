@@ -244,9 +244,7 @@ DistillCompareResult compare_distill(const DistillCompareOptions& opt, const Dat
   }
   out.json = {{"protocol", protocol}, {"seeds", opt.seeds()}, {"rows", rows},
               {"runs_done", study.runs_done()}, {"runs_skipped", study.runs_skipped()}};
-  write_file_atomic(path_join(opt.out_dir(), "compare.txt"), out.table.to_text());
-  write_file_atomic(path_join(opt.out_dir(), "compare.csv"), out.table.to_csv());
-  write_file_atomic(path_join(opt.out_dir(), "compare.json"), out.json.dump(2) + "\n");
+  write_study_outputs(opt.out_dir(), "compare", out.table.to_text(), out.table, out.json);
   return out;
 }
 

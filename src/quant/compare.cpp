@@ -373,9 +373,7 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
               {"best", best},
               {"runs_done", study.runs_done()},
               {"runs_skipped", study.runs_skipped()}};
-  write_file_atomic(path_join(opt.out_dir(), "compare.txt"), out.text);
-  write_file_atomic(path_join(opt.out_dir(), "compare.csv"), out.table.to_csv());
-  write_file_atomic(path_join(opt.out_dir(), "compare.json"), out.json.dump(2) + "\n");
+  write_study_outputs(opt.out_dir(), "compare", out.text, out.table, out.json);
   return out;
 }
 
