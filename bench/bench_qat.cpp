@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
                     .hflip(true)
                     .seed(0)
                     .out_dir(a["out"])
+                    // An interrupted run continues from OUT/checkpoint.nnopt (same seed, same result).
+                    .resume(!a["out"].empty() && path_exists(path_join(a["out"], "checkpoint.nnopt")))
                     .progress(a["progress"]);
     double t0 = now_seconds();
     TrainResult r = run_qat(m, train, &test, q, a["kd"] == "1" ? fp32 : GraphModule(nullptr));
