@@ -2,13 +2,19 @@
 // norm folded (as deployed), timed in alternating rounds in one process
 // (prune/measure.h) so that load changes hit both alike. Prints ms and the
 // speed-up at batch 1 and 64 next to the MAC reduction and the goal
-// (speed-up >= 0.8 x the MAC ratio).
+// (speed-up >= 0.8 x the MAC ratio). Two settings: LibTorch's own conv kernel
+// choice ("auto"), and each model with its conv kernels tuned per layer at
+// that batch size (deploy/conv_tuning.h: the faster of onednn and
+// im2col + GEMM for each layer), so that both models run their best kernels.
+// With VERBOSE=1 in the environment it prints the per-layer tuning tables.
 // Usage: bench_prune_latency ORIGINAL.nnopt PRUNED.nnopt [THREADS=2] [ROUNDS=7] [REPEATS=30]
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
 #include "nnopt/core/runtime.h"
+#include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/nn/checkpoint.h"
 #include "nnopt/nn/fold_bn.h"
 #include "nnopt/prune/measure.h"
@@ -33,12 +39,26 @@ int main(int argc, char** argv) {
     std::printf("original %s: %.3f M MACs; pruned %s: %.3f M MACs (%.2fx fewer); %d threads, %lld rounds x %lld repeats, BN folded\n",
                 argv[1], ma / 1e6, argv[2], mb / 1e6, ma / mb, threads, static_cast<long long>(rounds),
                 static_cast<long long>(repeats));
-    std::printf("%-6s %12s %12s %9s %14s\n", "batch", "original ms", "pruned ms", "speed-up", "goal (0.8x)");
+    const bool verbose = std::getenv("VERBOSE") && std::string(std::getenv("VERBOSE")) == "1";
+    std::printf("%-6s %-6s %12s %12s %9s %14s\n", "batch", "convs", "original ms", "pruned ms", "speed-up",
+                "goal (0.8x)");
     for (int64_t batch : {1, 64}) {
-      auto ms = alternating_latency({&a, &b}, batch, rounds, repeats);
-      const double sp = ms[0] / ms[1];
-      std::printf("%-6lld %12.3f %12.3f %8.2fx %9.2fx %s\n", static_cast<long long>(batch), ms[0], ms[1], sp,
-                  0.8 * ma / mb, sp >= 0.8 * ma / mb ? "met" : "not met");
+      for (bool tuned : {false, true}) {
+        if (tuned) {
+          auto ta = tune_conv_kernels(a, batch), tb = tune_conv_kernels(b, batch);
+          if (verbose)
+            std::printf("original, batch %lld:\n%spruned, batch %lld:\n%s", static_cast<long long>(batch),
+                        conv_tuning_table(ta).c_str(), static_cast<long long>(batch), conv_tuning_table(tb).c_str());
+        }
+        auto ms = alternating_latency({&a, &b}, batch, rounds, repeats);
+        const double sp = ms[0] / ms[1];
+        std::printf("%-6lld %-6s %12.3f %12.3f %8.2fx %9.2fx %s\n", static_cast<long long>(batch),
+                    tuned ? "tuned" : "auto", ms[0], ms[1], sp, 0.8 * ma / mb,
+                    sp >= 0.8 * ma / mb ? "met" : "not met");
+        std::fflush(stdout);
+        reset_conv_kernels(a);
+        reset_conv_kernels(b);
+      }
     }
   } catch (const std::exception& e) {
     std::cerr << "bench_prune_latency: " << e.what() << "\n";

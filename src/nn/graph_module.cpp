@@ -9,6 +9,17 @@ namespace nnopt {
 
 namespace {
 std::vector<int64_t> ivec(const Pair& p) { return {p[0], p[1]}; }
+
+torch::Tensor conv_forward(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                           const Conv2dAttrs& a, ConvKernel k) {
+  const bool plain = a.groups == 1 && a.dilation[0] == 1 && a.dilation[1] == 1;
+  if (k == ConvKernel::kNative && plain)
+    return at::thnn_conv2d(x, w, {w.size(2), w.size(3)}, b, ivec(a.stride), ivec(a.padding));
+  if (k == ConvKernel::kOnednn && x.scalar_type() == at::kFloat && at::hasMKLDNN())
+    return at::mkldnn_convolution(x.contiguous(), w.contiguous(), b, ivec(a.padding), ivec(a.stride),
+                                  ivec(a.dilation), a.groups);
+  return at::conv2d(x, w, b, ivec(a.stride), ivec(a.padding), ivec(a.dilation), a.groups);
+}
 }  // namespace
 
 NodeModuleImpl& GraphModuleImpl::ensure_path(const std::string& dotted) {
@@ -180,8 +191,7 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
       case OpKind::kConv2d: {
         const auto& a = n.as<Conv2dAttrs>();
         auto w = m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
-        y = at::conv2d(in0(), w, m.bias, ivec(a.stride), ivec(a.padding), ivec(a.dilation),
-                       a.groups);
+        y = conv_forward(in0(), w, m.bias, a, m.conv_kernel);
         break;
       }
       case OpKind::kLinear: {

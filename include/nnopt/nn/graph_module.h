@@ -41,6 +41,18 @@ class TransformImpl : public torch::nn::Module {
 };
 using TransformPtr = std::shared_ptr<TransformImpl>;
 
+/// The convolution kernel a conv2d node runs. kAuto is LibTorch's own choice
+/// (at::conv2d: onednn for most shapes, im2col + GEMM for small single
+/// images); the other two force one of them. deploy/conv_tuning.h picks per
+/// node by timing both on the node's real input (the faster one differs per
+/// layer: a 1-channel stem conv runs 15x faster on im2col + GEMM at batch 64,
+/// a 64-channel 3x3 conv 2x faster on onednn). All three give the same values.
+enum class ConvKernel : int8_t {
+  kAuto,
+  kOnednn,  ///< at::mkldnn_convolution
+  kNative,  ///< at::thnn_conv2d (im2col + GEMM); ungrouped, undilated convs only
+};
+
 /// The module that holds one node's tensors (and is the container for the
 /// nodes whose names extend its own). Fields are undefined where not used.
 class NodeModuleImpl : public torch::nn::Module {
@@ -50,6 +62,7 @@ class NodeModuleImpl : public torch::nn::Module {
   torch::Tensor num_batches_tracked;        // batch_norm
   TransformPtr weight_transform;
   TransformPtr act_transform;
+  ConvKernel conv_kernel = ConvKernel::kAuto;  // conv2d only; not saved with the model
 };
 
 using TensorMap = std::map<std::string, torch::Tensor>;

@@ -1,0 +1,52 @@
+#pragma once
+// Per-layer choice of the convolution kernel for inference.
+//
+// LibTorch picks a conv kernel by a fixed rule (onednn unless the input is a
+// small single image), but which one is faster depends on the layer's shape:
+// on this project's 2-core AVX2 machine at batch 64, resnet20's stem conv
+// (1 -> 16 channels) takes 2.3 ms on onednn and 0.15 ms on im2col + GEMM,
+// while a 64 -> 64 conv at 7x7 takes 0.9 ms on onednn and 2.1 ms on
+// im2col + GEMM; and a pruned layer with fewer channels can flip the choice.
+// tune_conv_kernels times both kernels on each conv's real input (alternating
+// rounds, medians) and sets the faster one on the node (ConvKernel in
+// nn/graph_module.h). The choice holds for the batch size it was tuned at;
+// it is not saved with the model. Values are the same either way.
+//
+// Example:
+//   auto folded = nnopt::fold_batch_norm(model);
+//   auto table = nnopt::tune_conv_kernels(folded, 64);
+//   std::cout << nnopt::conv_tuning_table(table);
+//   folded->forward(images);               // runs the chosen kernels
+//   nnopt::reset_conv_kernels(folded);     // back to LibTorch's own choice
+#include <string>
+#include <vector>
+
+#include "nnopt/nn/graph_module.h"
+
+namespace nnopt {
+
+struct ConvKernelTiming {
+  std::string node;
+  double onednn_ms = 0;   ///< median ms of the node's conv on onednn
+  double native_ms = 0;   ///< median ms on im2col + GEMM (0 when not applicable)
+  ConvKernel chosen = ConvKernel::kAuto;
+};
+
+/// Times each conv2d node of `model` (eval mode, no grad, random input of the
+/// model's input shape at `batch`) with both kernels in `rounds` alternating
+/// rounds of `repeats` runs and sets the faster one. Grouped or dilated convs
+/// (no im2col + GEMM kernel) get onednn. ValueError for batch < 1, rounds < 1
+/// or repeats < 1.
+std::vector<ConvKernelTiming> tune_conv_kernels(GraphModule& model, int64_t batch, int64_t rounds = 3,
+                                                int64_t repeats = 10);
+
+/// Sets every conv2d node back to ConvKernel::kAuto.
+void reset_conv_kernels(GraphModule& model);
+
+/// "auto", "onednn", "native".
+std::string conv_kernel_name(ConvKernel k);
+
+/// One line per conv: node, ms on each kernel, the choice; and the sums.
+std::string conv_tuning_table(const std::vector<ConvKernelTiming>& t);
+
+}  // namespace nnopt

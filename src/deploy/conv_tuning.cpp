@@ -1,0 +1,104 @@
+#include "nnopt/deploy/conv_tuning.h"
+
+#include <algorithm>
+
+#include "nnopt/core/error.h"
+#include "nnopt/core/table.h"
+#include "nnopt/deploy/profile.h"
+
+namespace nnopt {
+
+namespace {
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+}  // namespace
+
+std::string conv_kernel_name(ConvKernel k) {
+  switch (k) {
+    case ConvKernel::kOnednn: return "onednn";
+    case ConvKernel::kNative: return "native";
+    case ConvKernel::kAuto: break;
+  }
+  return "auto";
+}
+
+void reset_conv_kernels(GraphModule& model) {
+  for (const auto& n : model->graph().nodes())
+    if (n.op == OpKind::kConv2d) model->node_module(n.name).conv_kernel = ConvKernel::kAuto;
+}
+
+std::vector<ConvKernelTiming> tune_conv_kernels(GraphModule& model, int64_t batch, int64_t rounds,
+                                                int64_t repeats) {
+  NNOPT_CHECK(batch >= 1, ValueError, "conv tuning batch must be >= 1, got ", batch);
+  NNOPT_CHECK(rounds >= 1, ValueError, "conv tuning rounds must be >= 1, got ", rounds);
+  NNOPT_CHECK(repeats >= 1, ValueError, "conv tuning repeats must be >= 1, got ", repeats);
+  const Graph& g = model->graph();
+  // The real input of every conv: one forward pass with taps on the conv inputs.
+  std::vector<std::string> taps;
+  for (const auto& n : g.nodes())
+    if (n.op == OpKind::kConv2d) taps.push_back(n.inputs.at(0));
+  std::sort(taps.begin(), taps.end());
+  taps.erase(std::unique(taps.begin(), taps.end()), taps.end());
+  const bool was_training = model->is_training();
+  model->eval();
+  torch::NoGradGuard ng;
+  std::vector<int64_t> shape{batch};
+  for (auto d : g.input_shape()) shape.push_back(d);
+  TensorMap inputs;
+  reset_conv_kernels(model);
+  model->forward(torch::randn(shape), taps, inputs);
+
+  std::vector<ConvKernelTiming> out;
+  LatencyOptions lo;
+  lo.warmup = 2;
+  lo.repeats = repeats;
+  for (const auto& n : g.nodes()) {
+    if (n.op != OpKind::kConv2d) continue;
+    const auto& a = n.as<Conv2dAttrs>();
+    NodeModuleImpl& m = model->node_module(n.name);
+    torch::Tensor x = inputs.at(n.inputs[0]).contiguous();
+    torch::Tensor w = model->effective_weight(n.name).contiguous();
+    const bool native_ok = a.groups == 1 && a.dilation[0] == 1 && a.dilation[1] == 1;
+    auto run = [&](ConvKernel k) {
+      std::vector<int64_t> st{a.stride[0], a.stride[1]}, pad{a.padding[0], a.padding[1]},
+          dil{a.dilation[0], a.dilation[1]};
+      if (k == ConvKernel::kNative)
+        return time_forward([&] { at::thnn_conv2d(x, w, {w.size(2), w.size(3)}, m.bias, st, pad); }, batch, lo)
+            .median_ms;
+      return time_forward([&] { at::mkldnn_convolution(x, w, m.bias, pad, st, dil, a.groups); }, batch, lo)
+          .median_ms;
+    };
+    std::vector<double> on, nat;
+    for (int64_t r = 0; r < rounds; ++r) {
+      on.push_back(run(ConvKernel::kOnednn));
+      if (native_ok) nat.push_back(run(ConvKernel::kNative));
+    }
+    ConvKernelTiming t;
+    t.node = n.name;
+    t.onednn_ms = median(on);
+    t.native_ms = native_ok ? median(nat) : 0;
+    t.chosen = native_ok && t.native_ms < t.onednn_ms ? ConvKernel::kNative : ConvKernel::kOnednn;
+    m.conv_kernel = t.chosen;
+    out.push_back(t);
+  }
+  model->train(was_training);
+  return out;
+}
+
+std::string conv_tuning_table(const std::vector<ConvKernelTiming>& t) {
+  Table tab({"conv", "onednn ms", "native ms", "chosen"});
+  double on = 0, nat = 0, best = 0;
+  for (const auto& r : t) {
+    tab.add_row({r.node, fmt(r.onednn_ms, 3), r.native_ms > 0 ? fmt(r.native_ms, 3) : "-",
+                 conv_kernel_name(r.chosen)});
+    on += r.onednn_ms;
+    nat += r.native_ms > 0 ? r.native_ms : r.onednn_ms;
+    best += r.chosen == ConvKernel::kNative ? r.native_ms : r.onednn_ms;
+  }
+  tab.add_row({"sum", fmt(on, 3), fmt(nat, 3), fmt(best, 3) + " tuned"});
+  return tab.to_text();
+}
+
+}  // namespace nnopt

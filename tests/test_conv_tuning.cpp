@@ -1,0 +1,100 @@
+// Per-layer conv kernel choice (deploy/conv_tuning.h): every kernel gives the
+// same values as LibTorch's own choice, tuning picks one per conv and
+// covers grouped convs, and bad arguments are refused.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "nnopt/core/error.h"
+#include "nnopt/deploy/conv_tuning.h"
+#include "nnopt/models/zoo.h"
+
+using namespace nnopt;
+
+namespace {
+void set_all(GraphModule& m, ConvKernel k) {
+  for (const auto& n : m->graph().nodes())
+    if (n.op == OpKind::kConv2d) m->node_module(n.name).conv_kernel = k;
+}
+}  // namespace
+
+TEST(ConvTuning, EveryKernelGivesTheSameOutputs) {
+  // resnet20 (strided and 1x1 shortcut convs) and mobilenet-v2 (depthwise,
+  // which has no im2col + GEMM kernel and must fall back).
+  for (const char* name : {"resnet20", "mobilenetv2"}) {
+    torch::manual_seed(0);
+    GraphModule m(build_model(name));
+    m->eval();
+    torch::NoGradGuard ng;
+    auto x = torch::randn({3, 1, 28, 28});
+    auto ref = m->forward(x);
+    for (ConvKernel k : {ConvKernel::kOnednn, ConvKernel::kNative}) {
+      set_all(m, k);
+      auto y = m->forward(x);
+      EXPECT_LE((y - ref).abs().max().item<double>(), 1e-4) << name << " " << conv_kernel_name(k);
+    }
+  }
+}
+
+TEST(ConvTuning, TuningChoosesAKernelPerConvAndKeepsTheOutputs) {
+  torch::manual_seed(1);
+  GraphModule m(build_model("mobilenetv2"));
+  m->eval();
+  auto x = torch::randn({2, 1, 28, 28});
+  torch::Tensor ref;
+  {
+    torch::NoGradGuard ng;
+    ref = m->forward(x);
+  }
+  auto t = tune_conv_kernels(m, 2, 1, 2);
+  int64_t convs = 0, grouped = 0;
+  for (const auto& n : m->graph().nodes()) {
+    if (n.op != OpKind::kConv2d) continue;
+    ++convs;
+    const bool dw = n.as<Conv2dAttrs>().groups > 1;
+    grouped += dw;
+    auto k = m->node_module(n.name).conv_kernel;
+    EXPECT_NE(k, ConvKernel::kAuto) << n.name;
+    if (dw) EXPECT_EQ(k, ConvKernel::kOnednn) << n.name << ": grouped convs have no native kernel";
+  }
+  ASSERT_EQ(static_cast<int64_t>(t.size()), convs);
+  EXPECT_GT(grouped, 0);
+  for (const auto& r : t) {
+    EXPECT_GT(r.onednn_ms, 0) << r.node;
+    if (r.chosen == ConvKernel::kNative) EXPECT_LT(r.native_ms, r.onednn_ms) << r.node;
+  }
+  EXPECT_NE(conv_tuning_table(t).find("tuned"), std::string::npos);
+  torch::NoGradGuard ng;
+  EXPECT_LE((m->forward(x) - ref).abs().max().item<double>(), 1e-4);
+  reset_conv_kernels(m);
+  for (const auto& n : m->graph().nodes())
+    if (n.op == OpKind::kConv2d) EXPECT_EQ(m->node_module(n.name).conv_kernel, ConvKernel::kAuto);
+}
+
+TEST(ConvTuning, TrainingThroughAForcedKernelGivesTheSameGradients) {
+  torch::manual_seed(2);
+  GraphModule m(build_model("resnet20"));
+  m->train();
+  auto x = torch::randn({2, 1, 28, 28});
+  auto grad_of = [&](ConvKernel k) {
+    set_all(m, k);
+    m->zero_grad();
+    m->forward(x).square().sum().backward();
+    return m->node_module("conv1").weight.grad().clone();
+  };
+  auto g0 = grad_of(ConvKernel::kAuto);
+  for (ConvKernel k : {ConvKernel::kOnednn, ConvKernel::kNative})
+    EXPECT_LE((grad_of(k) - g0).abs().max().item<double>(), 1e-3 * (1 + g0.abs().max().item<double>()))
+        << conv_kernel_name(k);
+}
+
+TEST(ConvTuning, BadArgumentsAreRefused) {
+  GraphModule m(build_model("lenet5"));
+  try {
+    tune_conv_kernels(m, 0);
+    FAIL() << "batch 0 accepted";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("conv tuning batch must be >= 1, got 0"), std::string::npos);
+  }
+  EXPECT_THROW(tune_conv_kernels(m, 1, 0), ValueError);
+  EXPECT_THROW(tune_conv_kernels(m, 1, 1, 0), ValueError);
+}
