@@ -1,6 +1,7 @@
 // W8A8 post-training quantization lowered to the onednn int8 kernels, side by
 // side with fp32 (batch norm folded) and the fake-quant model, in one run:
-//   * latency at batch 1 and 64 (median);
+//   * latency at batch 1 and 64 (median), fp32 both with LibTorch's own conv
+//     kernels and with each conv on its faster kernel (deploy/conv_tuning.h);
 //   * with a checkpoint: accuracy of fp32 / fake-quant / int8 on the
 //     Fashion-MNIST test set and the int8-vs-fake-quant top-1 agreement and
 //     max |logit diff|.
@@ -12,6 +13,7 @@
 
 #include "nnopt/core/runtime.h"
 #include "nnopt/data/dataset.h"
+#include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/deploy/int8.h"
 #include "nnopt/deploy/profile.h"
 #include "nnopt/models/zoo.h"
@@ -81,8 +83,8 @@ int main(int argc, char** argv) {
                   100.0 * agree / n, max_diff, max_diff / out_scale, out_scale);
     }
 
-    std::printf("%-6s %12s %13s %12s %10s\n", "batch", "fp32 ms", "fakequant ms", "int8 ms",
-                "fp32/int8");
+    std::printf("%-6s %12s %15s %13s %12s %10s %16s\n", "batch", "fp32 ms", "fp32 tuned ms", "fakequant ms",
+                "int8 ms", "fp32/int8", "fp32 tuned/int8");
     const auto& shape = m->graph().input_shape();
     for (int64_t batch : {1, 64}) {
       std::vector<int64_t> sz{batch};
@@ -92,8 +94,12 @@ int main(int argc, char** argv) {
       Latency a = time_forward([&] { fp->forward(x); }, batch, lo);
       Latency b = time_forward([&] { fq->forward(x); }, batch, lo);
       Latency c = time_forward([&] { q.forward(x); }, batch, lo);
-      std::printf("%-6lld %12.3f %13.3f %12.3f %9.2fx\n", static_cast<long long>(batch),
-                  a.median_ms, b.median_ms, c.median_ms, a.median_ms / c.median_ms);
+      tune_conv_kernels(fp, batch);
+      Latency t = time_forward([&] { fp->forward(x); }, batch, lo);
+      reset_conv_kernels(fp);
+      std::printf("%-6lld %12.3f %15.3f %13.3f %12.3f %9.2fx %15.2fx\n", static_cast<long long>(batch),
+                  a.median_ms, t.median_ms, b.median_ms, c.median_ms, a.median_ms / c.median_ms,
+                  t.median_ms / c.median_ms);
     }
     std::printf("int8 weights %lld bytes; fp32 parameters %lld bytes\n",
                 static_cast<long long>(q.weight_bytes()),

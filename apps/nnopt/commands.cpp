@@ -7,10 +7,13 @@
 #include "nnopt/core/error.h"
 #include "nnopt/core/file_util.h"
 #include "nnopt/core/runtime.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/data/dataset.h"
+#include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/deploy/profile.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/nn/checkpoint.h"
+#include "nnopt/nn/fold_bn.h"
 #include "nnopt/nn/torchscript.h"
 #include "nnopt/pipeline/demo.h"
 #include "nnopt/train/trainer.h"
@@ -245,7 +248,7 @@ void register_profile(CLI::App& app, Runner& run) {
   static ModelSource m;
   static int64_t batch = 64;
   static LatencyOptions lat;
-  static bool layers = false;
+  static bool layers = false, fold = false, tune = false;
   m.input_shape = "1,28,28";
   auto* sub = app.add_subcommand("profile", "parameters, MACs, size and latency of a model");
   add_common(sub, c, false);
@@ -256,14 +259,29 @@ void register_profile(CLI::App& app, Runner& run) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--repeats", lat.repeats, "timed runs (median reported)")->check(CLI::PositiveNumber);
   sub->add_option("--warmup", lat.warmup, "untimed runs first")->check(CLI::NonNegativeNumber);
-  sub->add_flag("--layers", layers, "also print the per-layer table");
+  sub->add_flag("--layers", layers, "also print the per-layer table (and with --tune-convs the kernel timings)");
+  sub->add_flag("--fold-bn", fold, "time the model with batch norm folded into the convs (as deployed)");
+  sub->add_flag("--tune-convs", tune,
+                "time each conv's kernels (onednn, im2col + GEMM) at each batch size and run the faster one");
   sub->callback([&run] {
     run = [] {
       apply_common(c);
       GraphModule model = load_source(m);
-      ModelProfile p = profile_model(model, batch == 1 ? std::vector<int64_t>{1}
-                                                       : std::vector<int64_t>{1, batch}, lat);
-      emit(c, (layers ? model->graph().summary() + "\n" : std::string()) + p.to_table(), p.to_json());
+      if (fold) {
+        model->eval();
+        model = fold_batch_norm(model);
+      }
+      const std::vector<int64_t> batches = batch == 1 ? std::vector<int64_t>{1} : std::vector<int64_t>{1, batch};
+      std::string tuning;
+      ModelProfile p = profile_model(model, tune ? std::vector<int64_t>{} : batches, lat);
+      if (tune)
+        for (auto b : batches) {
+          auto t = tune_conv_kernels(model, b);
+          tuning += str_cat("conv kernels at batch ", b, ":\n", conv_tuning_table(t));
+          p.latency.push_back(measure_latency(model, b, lat));
+          reset_conv_kernels(model);
+        }
+      emit(c, (layers ? model->graph().summary() + "\n" + tuning : std::string()) + p.to_table(), p.to_json());
       return 0;
     };
   });
