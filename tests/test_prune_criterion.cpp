@@ -202,17 +202,26 @@ TEST(PrunePlanner, PerLayerCutsTheSameFractionOfEveryGroup) {
 }
 
 TEST(PrunePlanner, MacTargetIsMetWithRoundedChannelCounts) {
+  torch::manual_seed(0);
   GraphModule m(build_model("resnet20"));
   DependencyGraph deps(m->graph());
   auto s = make_importance("l2")->score(m, deps, {});
   auto opt = ChannelPlannerOptions().channel_multiple(8);
   auto sol = solve_channel_target(deps, s, PruneTarget::parse("macs=0.5"), opt);
   EXPECT_GE(sol.achieved, 0.5);
-  EXPECT_LT(sol.achieved, 0.6);
+  // Overshoot is bounded by one rounding step: with multiples of 8, the next
+  // step can drop a whole 8-channel block of a 16-channel layer1 group (the
+  // residual stream alone ties 7 convs), up to ~17 % of the MACs. (0.6 here
+  // failed once under ctest -j2 at 0.614: near-tied global scores can flip
+  // which group loses the next block.)
+  EXPECT_LT(sol.achieved, 0.7);
   Graph pg = prune_graph(deps, sol.plan);
   EXPECT_NEAR(1.0 - static_cast<double>(pg.macs()) / m->graph().macs(), sol.achieved, 1e-12);
   for (const auto& n : pg.nodes())
     if (n.op == OpKind::kConv2d) EXPECT_EQ(n.as<Conv2dAttrs>().out_channels % 8, 0) << n.name;
+  // Minimal: one level less pruning (the bisection's last miss) is below the target.
+  auto less = plan_at_level(deps, s, sol.level * 0.98, opt);
+  EXPECT_LT(plan_metric(deps, less, TargetKind::kMacs, opt), 0.5 + 1e-12);
   auto p = solve_channel_target(deps, s, PruneTarget::parse("params=0.3"), ChannelPlannerOptions());
   EXPECT_GE(p.achieved, 0.3);
   EXPECT_LT(p.achieved, 0.33);
