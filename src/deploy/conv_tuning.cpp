@@ -29,6 +29,38 @@ void reset_conv_kernels(GraphModule& model) {
     if (n.op == OpKind::kConv2d) model->node_module(n.name).conv_kernel = ConvKernel::kAuto;
 }
 
+ConvKernelTiming time_conv_kernels(const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& bias,
+                                   const Conv2dAttrs& a, int64_t rounds, int64_t repeats) {
+  NNOPT_CHECK(rounds >= 1, ValueError, "conv tuning rounds must be >= 1, got ", rounds);
+  NNOPT_CHECK(repeats >= 1, ValueError, "conv tuning repeats must be >= 1, got ", repeats);
+  torch::NoGradGuard ng;
+  const torch::Tensor x = x0.contiguous(), w = w0.contiguous();
+  const bool native_ok = a.groups == 1 && a.dilation[0] == 1 && a.dilation[1] == 1;
+  const std::vector<int64_t> st{a.stride[0], a.stride[1]}, pad{a.padding[0], a.padding[1]},
+      dil{a.dilation[0], a.dilation[1]};
+  LatencyOptions lo;
+  lo.warmup = 2;
+  lo.repeats = repeats;
+  const int64_t batch = x.size(0);
+  auto run = [&](ConvKernel k) {
+    if (k == ConvKernel::kNative)
+      return time_forward([&] { at::thnn_conv2d(x, w, {w.size(2), w.size(3)}, bias, st, pad); }, batch, lo)
+          .median_ms;
+    return time_forward([&] { at::mkldnn_convolution(x, w, bias, pad, st, dil, a.groups); }, batch, lo)
+        .median_ms;
+  };
+  std::vector<double> on, nat;
+  for (int64_t r = 0; r < rounds; ++r) {
+    on.push_back(run(ConvKernel::kOnednn));
+    if (native_ok) nat.push_back(run(ConvKernel::kNative));
+  }
+  ConvKernelTiming t;
+  t.onednn_ms = median(on);
+  t.native_ms = native_ok ? median(nat) : 0;
+  t.chosen = native_ok && t.native_ms < t.onednn_ms ? ConvKernel::kNative : ConvKernel::kOnednn;
+  return t;
+}
+
 std::vector<ConvKernelTiming> tune_conv_kernels(GraphModule& model, int64_t batch, int64_t rounds,
                                                 int64_t repeats) {
   NNOPT_CHECK(batch >= 1, ValueError, "conv tuning batch must be >= 1, got ", batch);
@@ -51,35 +83,12 @@ std::vector<ConvKernelTiming> tune_conv_kernels(GraphModule& model, int64_t batc
   model->forward(torch::randn(shape), taps, inputs);
 
   std::vector<ConvKernelTiming> out;
-  LatencyOptions lo;
-  lo.warmup = 2;
-  lo.repeats = repeats;
   for (const auto& n : g.nodes()) {
     if (n.op != OpKind::kConv2d) continue;
-    const auto& a = n.as<Conv2dAttrs>();
     NodeModuleImpl& m = model->node_module(n.name);
-    torch::Tensor x = inputs.at(n.inputs[0]).contiguous();
-    torch::Tensor w = model->effective_weight(n.name).contiguous();
-    const bool native_ok = a.groups == 1 && a.dilation[0] == 1 && a.dilation[1] == 1;
-    auto run = [&](ConvKernel k) {
-      std::vector<int64_t> st{a.stride[0], a.stride[1]}, pad{a.padding[0], a.padding[1]},
-          dil{a.dilation[0], a.dilation[1]};
-      if (k == ConvKernel::kNative)
-        return time_forward([&] { at::thnn_conv2d(x, w, {w.size(2), w.size(3)}, m.bias, st, pad); }, batch, lo)
-            .median_ms;
-      return time_forward([&] { at::mkldnn_convolution(x, w, m.bias, pad, st, dil, a.groups); }, batch, lo)
-          .median_ms;
-    };
-    std::vector<double> on, nat;
-    for (int64_t r = 0; r < rounds; ++r) {
-      on.push_back(run(ConvKernel::kOnednn));
-      if (native_ok) nat.push_back(run(ConvKernel::kNative));
-    }
-    ConvKernelTiming t;
+    ConvKernelTiming t = time_conv_kernels(inputs.at(n.inputs[0]), model->effective_weight(n.name), m.bias,
+                                           n.as<Conv2dAttrs>(), rounds, repeats);
     t.node = n.name;
-    t.onednn_ms = median(on);
-    t.native_ms = native_ok ? median(nat) : 0;
-    t.chosen = native_ok && t.native_ms < t.onednn_ms ? ConvKernel::kNative : ConvKernel::kOnednn;
     m.conv_kernel = t.chosen;
     out.push_back(t);
   }

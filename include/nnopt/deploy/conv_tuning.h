@@ -40,6 +40,12 @@ struct ConvKernelTiming {
 std::vector<ConvKernelTiming> tune_conv_kernels(GraphModule& model, int64_t batch, int64_t rounds = 3,
                                                 int64_t repeats = 10);
 
+/// Times one conv (input `x`, weight `w`, optional `bias`, attributes `a`) on
+/// both kernels in `rounds` alternating rounds of `repeats` runs; `node` is
+/// left empty, `chosen` is the faster (onednn for grouped or dilated convs).
+ConvKernelTiming time_conv_kernels(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias,
+                                   const Conv2dAttrs& a, int64_t rounds, int64_t repeats);
+
 /// Sets every conv2d node back to ConvKernel::kAuto.
 void reset_conv_kernels(GraphModule& model);
 

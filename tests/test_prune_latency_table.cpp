@@ -1,0 +1,58 @@
+// Per-conv latency lookup table (prune/latency_table.h): the unpruned
+// prediction is the measured model, shapes are timed once, a plan that
+// removes most channels predicts less time, bad options are refused.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "nnopt/core/error.h"
+#include "nnopt/models/zoo.h"
+#include "nnopt/prune/latency_table.h"
+
+using namespace nnopt;
+
+namespace {
+// Removes the first `frac` of every group's channels.
+ChannelPlan remove_fraction(const DependencyGraph& deps, double frac) {
+  ChannelPlan p;
+  for (const auto& g : deps.groups()) {
+    int64_t n = static_cast<int64_t>(frac * static_cast<double>(g.size()));
+    if (n <= 0) continue;
+    for (int64_t i = 0; i < n; ++i) p.remove[g.name].push_back(i);
+  }
+  return p;
+}
+}  // namespace
+
+TEST(PruneLatencyTable, PredictsTheUnprunedModelAndTimesEachShapeOnce) {
+  torch::manual_seed(0);
+  Graph g = build_model("resnet20");
+  DependencyGraph deps(g);
+  ConvLatencyTable lut(deps, ConvLatencyTable::Options().batch(16).rounds(1).repeats(5));
+  const double full = lut.predict(ChannelPlan());
+  EXPECT_GT(lut.measured_full_ms(), 0);
+  // The non-conv time is the measured model minus the convs (clamped at 0).
+  EXPECT_GE(full, lut.measured_full_ms() * (1 - 1e-9));
+  // resnet20 has 21 convs but fewer distinct shapes (repeated blocks).
+  const int64_t shapes = lut.shapes_timed();
+  EXPECT_GT(shapes, 3);
+  EXPECT_LT(shapes, 21);
+  EXPECT_EQ(lut.predict(ChannelPlan()), full);
+  EXPECT_EQ(lut.shapes_timed(), shapes);
+  // Three quarters of every group removed: ~1/16 of the MACs, far less time.
+  auto small = remove_fraction(deps, 0.75);
+  const double ms = lut.predict(small);
+  EXPECT_GT(lut.shapes_timed(), shapes);
+  EXPECT_GT(ms, 0);
+  EXPECT_LT(ms, full);
+}
+
+TEST(PruneLatencyTable, BadOptionsAreRefused) {
+  DependencyGraph deps(build_model("lenet5"));
+  try {
+    ConvLatencyTable lut(deps, ConvLatencyTable::Options().batch(0));
+    FAIL() << "batch 0 accepted";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("latency table: batch must be >= 1, got 0"), std::string::npos);
+  }
+  EXPECT_THROW(ConvLatencyTable(deps, ConvLatencyTable::Options().repeats(2)), ValueError);
+}
