@@ -187,6 +187,56 @@ TEST_F(PruneStudyCli, SearchFindsAStructureWithinBudgetAndComparesWithUniform) {
     EXPECT_NE(h.out.find(t), std::string::npos) << t << "\n" << h.out;
 }
 
+// A latency budget: every candidate's predicted speed-up (per-conv latency
+// table) holds at both batch sizes; the tables are kept in the study folder
+// and reused by a second run.
+TEST_F(PruneStudyCli, SearchKeepsALatencyBudgetAtEveryBatch) {
+  const std::string out = path_join(dir_, "lat");
+  const std::string args =
+      "--target macs=0.3,speedup=1.25 --latency-batch 4,16 --progress lines --json --out '" + out + "'";
+  auto r = search(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["protocol"]["latency_budget"]["min_speedup"].get<double>(), 1.25);
+  const json& w = j["seeds"][0]["search"];
+  EXPECT_LE(w["macs_kept"].get<double>(), 0.7 + 1e-12);
+  for (const char* b : {"b4", "b16"}) {
+    EXPECT_GE(w["predicted_latency"][b]["speedup"].get<double>(), 1.25 - 1e-9) << b;
+    EXPECT_GT(w["predicted_latency"][b]["ms"].get<double>(), 0) << b;
+  }
+  // Every evaluation line states the predicted speed-ups, each within the budget.
+  size_t pos = 0;
+  int64_t lines = 0;
+  while ((pos = r.err.find("(predicted b4 ", pos)) != std::string::npos) {
+    pos += 14;
+    const double b4 = std::stod(r.err.substr(pos));
+    const size_t p8 = r.err.find(", b16 ", pos);
+    ASSERT_NE(p8, std::string::npos);
+    const double b16 = std::stod(r.err.substr(p8 + 6));
+    EXPECT_GE(b4, 1.25 - 0.006);  // printed with 2 decimals
+    EXPECT_GE(b16, 1.25 - 0.006);
+    ++lines;
+  }
+  EXPECT_EQ(lines, w["evaluations"].get<int64_t>()) << r.err;
+  for (const char* b : {"latency_b4", "latency_b16"}) {
+    json t = json::parse(read_file(path_join(out, std::string(b) + "/result.json")));
+    EXPECT_EQ(t["kind"], "conv latency table");
+    EXPECT_GT(t["shapes"].size(), 3u) << b;  // extended with the shapes the search met
+  }
+  for (const char* t : {"predicted b4", "predicted b16", "latency budget at batch 4"})
+    EXPECT_NE(read_file(path_join(out, "search.txt")).find(t), std::string::npos) << t;
+  // The tables are reused: a second seed times no table again.
+  auto more = search("--target macs=0.3,speedup=1.25 --latency-batch 4,16 --seeds 0,1 --progress lines --out '" +
+                     out + "'");
+  ASSERT_EQ(more.code, 0) << more.err;
+  EXPECT_EQ(count(more.err, "latency table"), 0) << more.err;
+  // Another thread count than the tables were timed with is refused.
+  auto other = search("--target macs=0.3,speedup=1.25 --latency-batch 4,16 --seeds 0,1 --threads 2 --progress off --out '" +
+                      out + "'");
+  EXPECT_EQ(other.code, 2);
+  EXPECT_NE(other.err.find("was timed with 1 threads, this run uses 2"), std::string::npos) << other.err;
+}
+
 TEST_F(PruneStudyCli, SearchResumesFromItsFitnessMemo) {
   const std::string out = path_join(dir_, "r");
   const std::string args = "--target macs=0.4 --progress lines --json --out '" + out + "'";
@@ -257,9 +307,14 @@ TEST_F(PruneStudyCli, BadSearchAndCompareRequestsAreOneLineErrors) {
   expect_one_line_errors([&](const std::string& args) { return search(args + out); },
                          {
                              {"--target macs=1.5", "must be in [0, 1)"},
-                             {"--target macs=0", "must be in (0, 1)"},
+                             {"--target macs=0", "no budget: give a MAC reduction"},
+                             {"--target speedup=0.5", "minimum speed-up must be > 1"},
+                             {"--target macs=0.5,speedup=x", "speedup=x: 'x' is not a number"},
+                             {"--target speedup=1.5 --latency-batch 0", "not a list of positive integers"},
+                             {"--target speedup=1000 --latency-batch 2",
+                              "latency b2 (predicted ms) budget"},
                              {"--target macs=0.5 --colony 0", "colony must be >= 2, got 0"},
-                             {"--target params=0.5", "give --target macs=F"},
+                             {"--target params=0.5", "give macs=F, latency=MS and/or speedup=S"},
                              {"--target macs=0.999", "is out of reach: the smallest structure"},
                              {"--target macs=0.5 --criterion foo", "unknown pruning criterion 'foo'"},
                              {"--target macs=0.5 --seeds 0,0", "seed 0 is given twice"},

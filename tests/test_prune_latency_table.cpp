@@ -7,6 +7,7 @@
 #include "nnopt/core/error.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/prune/latency_table.h"
+#include "test_util.h"
 
 using namespace nnopt;
 
@@ -44,6 +45,32 @@ TEST(PruneLatencyTable, PredictsTheUnprunedModelAndTimesEachShapeOnce) {
   EXPECT_GT(lut.shapes_timed(), shapes);
   EXPECT_GT(ms, 0);
   EXPECT_LT(ms, full);
+}
+
+// A saved table predicts the same without timing anything; a table of
+// another model or a foreign JSON is refused.
+TEST(PruneLatencyTable, SavedTableRoundTripsWithoutTiming) {
+  torch::manual_seed(0);
+  DependencyGraph deps(build_model("lenet5"));
+  ConvLatencyTable lut(deps, ConvLatencyTable::Options().batch(4).rounds(1).repeats(3));
+  auto half = remove_fraction(deps, 0.5);
+  const double full = lut.predict(ChannelPlan()), ms = lut.predict(half);
+  nlohmann::json j = lut.to_json();
+  EXPECT_EQ(j["batch"].get<int64_t>(), 4);
+  EXPECT_EQ(j["shapes"].size(), static_cast<size_t>(lut.shapes_timed()));
+  ConvLatencyTable back = ConvLatencyTable::from_json(deps, nlohmann::json::parse(j.dump()));
+  EXPECT_EQ(back.shapes_timed(), lut.shapes_timed());
+  EXPECT_EQ(back.predict(ChannelPlan()), full);
+  EXPECT_EQ(back.predict(half), ms);
+  EXPECT_EQ(back.shapes_timed(), lut.shapes_timed());  // nothing timed again
+  EXPECT_EQ(back.measured_full_ms(), lut.measured_full_ms());
+  DependencyGraph other(build_model("resnet8"));
+  EXPECT_THROW_MSG(ConvLatencyTable::from_json(other, j), ValueError, "the table is of another model");
+  EXPECT_THROW_MSG(ConvLatencyTable::from_json(deps, nlohmann::json{{"a", 1}}), ValueError,
+                   "is not a conv latency table");
+  nlohmann::json cut = j;
+  cut.erase("rest_ms");
+  EXPECT_THROW_MSG(ConvLatencyTable::from_json(deps, cut), ValueError, "latency table: malformed JSON");
 }
 
 TEST(PruneLatencyTable, BadOptionsAreRefused) {

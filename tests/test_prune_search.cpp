@@ -76,3 +76,49 @@ TEST(PruneSearch, RandomStructuresUseTheMacBudget) {
     EXPECT_GT(ratio(up), 0.5) << "group " << g << " could still be raised";
   }
 }
+
+// Extra budgets (e.g. predicted latency): no candidate the colony evaluates
+// breaks one, random structures fill up to it, the result reports its value,
+// and a budget below the smallest structure is refused.
+TEST(PruneSearch, ExtraBudgetsHoldForEveryCandidate) {
+  torch::manual_seed(0);
+  GraphModule m(build_model("resnet20"));
+  DependencyGraph deps(m->graph());
+  auto scores = make_importance("l1")->score(m, deps, {});
+  int64_t total = 0;
+  for (const auto& g : deps.groups()) total += g.size();
+  // Budget: at most 40 % of all channels kept (a stand-in for a latency model).
+  auto kept_fraction = [&](const ChannelPlan& p) {
+    int64_t removed = 0;
+    for (const auto& [name, v] : p.remove) removed += static_cast<int64_t>(v.size());
+    return static_cast<double>(total - removed) / static_cast<double>(total);
+  };
+  std::vector<StructureBudget> budgets{{"kept channels", kept_fraction, 0.4}};
+  double worst = 0;
+  int64_t evaluated = 0;
+  auto fitness = [&](const ChannelPlan& p) {
+    worst = std::max(worst, kept_fraction(p));
+    ++evaluated;
+    return -std::abs(kept_fraction(p) - 0.3);
+  };
+  auto r = abc_structure_search(deps, scores, fitness,
+                                StructureSearchOptions().colony(4).cycles(3).max_macs_ratio(1.0).seed(5), budgets);
+  EXPECT_EQ(evaluated, r.evaluations);
+  EXPECT_LE(worst, 0.4);
+  ASSERT_EQ(r.budget_values.size(), 1u);
+  EXPECT_EQ(r.budget_values[0], kept_fraction(r.best_plan));
+  EXPECT_LE(r.budget_values[0], 0.4);
+  // Filled: with the MAC budget off, raising any group of a random source breaks the channel budget.
+  auto filled = abc_structure_search(deps, scores, [](const ChannelPlan&) { return 0.0; },
+                                     StructureSearchOptions().colony(2).cycles(0).max_macs_ratio(1.0).seed(1),
+                                     budgets);
+  for (size_t g = 0; g < filled.best.size(); ++g) {
+    if (filled.best[g] == 10) continue;
+    Structure up = filled.best;
+    up[g] += 1;
+    EXPECT_GT(kept_fraction(plan_for_structure(deps, scores, up, 10)), 0.4) << "group " << g;
+  }
+  std::vector<StructureBudget> impossible{{"kept channels", kept_fraction, 0.01}};
+  EXPECT_THROW_MSG(abc_structure_search(deps, scores, fitness, StructureSearchOptions(), impossible), ValueError,
+                   "kept channels budget 0.01 is below the smallest structure's");
+}

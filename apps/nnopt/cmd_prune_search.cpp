@@ -1,5 +1,7 @@
 // nnopt prune search: ABCPruner channel-number search on real data, optionally
 // against a uniform per-layer ratio at the same MACs (prune/search_study.h).
+#include <cmath>
+#include <cstdlib>
 #include <iostream>
 
 #include "cli.h"
@@ -43,18 +45,24 @@ void register_prune_search(CLI::App& app, Runner& run) {
   static PruneSearchStudyOptions o;
   static TrainOptions t = prune_finetune_recipe();
   static StructureSearchOptions s = StructureSearchOptions().colony(8).cycles(5).limit(3).levels(10);
-  static std::string target, seeds = "0";
+  static std::string target, seeds = "0", latency_batches = "1,64";
   CLI::App* prune = nullptr;
   for (CLI::App* p : app.get_subcommands([](CLI::App*) { return true; }))
     if (p->get_name() == "prune") prune = p;
   NNOPT_CHECK(prune != nullptr, ValueError, "register_prune_search: register `prune` first");
   auto* sub = prune->add_subcommand(
-      "search", "ABCPruner channel-number search under a MAC budget (fitness: accuracy after a short "
-                "fine-tune), the winner fine-tuned and measured; optionally vs a uniform ratio, several seeds");
+      "search", "ABCPruner channel-number search under a MAC and/or latency budget (fitness: accuracy after a "
+                "short fine-tune), the winner fine-tuned and measured; optionally vs a uniform ratio, several seeds");
   add_common(sub, c);
   add_data(sub, d);
   sub->add_option("checkpoint", o.checkpoint(), "nnopt checkpoint to prune")->required();
-  sub->add_option("--target", target, "macs=F: the fraction of MACs to remove, in (0, 1)")->required();
+  sub->add_option("--target", target,
+                  "budgets, comma-separated: macs=F (fraction of MACs to remove, in (0, 1)), latency=MS "
+                  "(predicted ms per forward pass), speedup=S (predicted speed-up > 1); latency budgets hold at "
+                  "every --latency-batch")
+      ->required();
+  sub->add_option("--latency-batch", latency_batches,
+                  "batch sizes the latency budgets hold at, comma-separated (default 1,64)");
   sub->add_option("--criterion", o.criterion(),
                   "which channels a structure keeps: l1 (default), l2, fpgm, bn, taylor, hrank, random");
   sub->add_option("--colony", s.colony(), "food sources of the bee colony (default 8)");
@@ -77,10 +85,30 @@ void register_prune_search(CLI::App& app, Runner& run) {
     run = [] {
       apply_common(c);
       if (c.out.empty()) c.out = "runs/prune-search";
-      PruneTarget pt = PruneTarget::parse(target);
-      NNOPT_CHECK(pt.kind == TargetKind::kMacs, ValueError, "prune search: --target ", target,
-                  " is not supported; the search constrains MACs: give --target macs=F");
-      o.macs(pt.value).search(s).train(t).seeds(parse_seeds(seeds)).out_dir(c.out).progress(c.progress);
+      o.macs(0).min_speedup(0).max_latency_ms(0);
+      for (const std::string& item : split(target, ',')) {
+        const auto eq = item.find('=');
+        const std::string kind = item.substr(0, eq);
+        if (eq != std::string::npos && kind == "speedup") {
+          const std::string v = item.substr(eq + 1);
+          char* end = nullptr;
+          const double x = std::strtod(v.c_str(), &end);
+          NNOPT_CHECK(!v.empty() && end == v.c_str() + v.size() && std::isfinite(x), ValueError, "prune search: --target ",
+                      item, ": '", v, "' is not a number");
+          o.min_speedup(x);
+          continue;
+        }
+        PruneTarget pt = PruneTarget::parse(item);
+        if (pt.kind == TargetKind::kMacs)
+          o.macs(pt.value);
+        else if (pt.kind == TargetKind::kLatency)
+          o.max_latency_ms(pt.value);
+        else
+          throw ValueError(str_cat("prune search: --target ", item,
+                                   " is not supported; give macs=F, latency=MS and/or speedup=S"));
+      }
+      o.latency_batches(parse_shape(latency_batches, "--latency-batch"));
+      o.search(s).train(t).seeds(parse_seeds(seeds)).out_dir(c.out).progress(c.progress);
       o.validate();  // before any data is read
       DatasetOptions dso = dataset_options(d);
       Dataset train = load_dataset(dso, true);

@@ -2,6 +2,7 @@
 #include "nnopt/prune/latency_table.h"
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/deploy/profile.h"
 #include "nnopt/nn/fold_bn.h"
@@ -27,8 +28,14 @@ int64_t activations(const Graph& g) {
 }
 }  // namespace
 
-ConvLatencyTable::ConvLatencyTable(const DependencyGraph& deps, const Options& opt) : deps_(deps), opt_(opt) {
+ConvLatencyTable::ConvLatencyTable(const DependencyGraph& deps, const Options& opt)
+    : ConvLatencyTable(deps, opt, true) {}
+
+ConvLatencyTable::ConvLatencyTable(const DependencyGraph& deps, const Options& opt, bool measure)
+    : deps_(deps), opt_(opt) {
   opt_.validate();
+  full_act_ = activations(deps.graph());
+  if (!measure) return;
   GraphModule m0(deps.graph());
   m0->eval();
   GraphModule m = fold_batch_norm(m0);
@@ -38,7 +45,46 @@ ConvLatencyTable::ConvLatencyTable(const DependencyGraph& deps, const Options& o
   lo.repeats = opt_.repeats() * opt_.rounds();
   full_ms_ = measure_latency(m, opt_.batch(), lo).median_ms;
   rest_ms_ = std::max(0.0, full_ms_ - conv_sum(deps.graph()));
-  full_act_ = activations(deps.graph());
+}
+
+nlohmann::json ConvLatencyTable::to_json() const {
+  nlohmann::json shapes = nlohmann::json::array();
+  for (const auto& [key, ms] : memo_) shapes.push_back({{"key", key}, {"ms", ms}});
+  return {{"kind", "conv latency table"},
+          {"batch", opt_.batch()},
+          {"rounds", opt_.rounds()},
+          {"repeats", opt_.repeats()},
+          {"threads", torch::get_num_threads()},
+          {"activations", full_act_},
+          {"full_ms", full_ms_},
+          {"rest_ms", rest_ms_},
+          {"shapes", shapes}};
+}
+
+ConvLatencyTable ConvLatencyTable::from_json(const DependencyGraph& deps, const nlohmann::json& j) {
+  NNOPT_CHECK(j.is_object() && j.value("kind", "") == "conv latency table", ValueError,
+              "latency table: the JSON is not a conv latency table (no \"kind\": \"conv latency table\")");
+  try {
+    Options o = Options().batch(j.at("batch").get<int64_t>()).rounds(j.at("rounds").get<int64_t>())
+                    .repeats(j.at("repeats").get<int64_t>());
+    ConvLatencyTable t(deps, o, false);
+    NNOPT_CHECK(j.at("activations").get<int64_t>() == t.full_act_, ValueError,
+                "latency table: the table is of another model (", j.at("activations").get<int64_t>(),
+                " activations, this model has ", t.full_act_, ")");
+    t.full_ms_ = j.at("full_ms").get<double>();
+    t.rest_ms_ = j.at("rest_ms").get<double>();
+    NNOPT_CHECK(t.full_ms_ > 0 && t.rest_ms_ >= 0, ValueError, "latency table: full_ms ", t.full_ms_,
+                " or rest_ms ", t.rest_ms_, " out of range");
+    for (const auto& e : j.at("shapes")) {
+      auto key = e.at("key").get<std::vector<int64_t>>();
+      NNOPT_CHECK(key.size() == 13, ValueError, "latency table: a shape key has ", key.size(),
+                  " entries, expected 13");
+      t.memo_[key] = e.at("ms").get<double>();
+    }
+    return t;
+  } catch (const nlohmann::json::exception& e) {
+    throw ValueError(str_cat("latency table: malformed JSON: ", e.what()));
+  }
 }
 
 double ConvLatencyTable::conv_ms(const Node& n, const Graph& g) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <memory>
 
 #include "nnopt/core/error.h"
 #include "nnopt/core/file_util.h"
@@ -13,6 +14,7 @@
 #include "nnopt/nn/checkpoint.h"
 #include "nnopt/pipeline/study.h"
 #include "nnopt/prune/criterion.h"
+#include "nnopt/prune/latency_table.h"
 #include "nnopt/prune/target.h"
 
 namespace nnopt {
@@ -21,8 +23,19 @@ using json = nlohmann::json;
 void PruneSearchStudyOptions::validate() const {
   NNOPT_CHECK(!checkpoint_.empty(), ValueError, "prune search: no checkpoint given");
   NNOPT_CHECK(!out_dir_.empty(), ValueError, "prune search: no output folder (--out DIR)");
-  NNOPT_CHECK(macs_ > 0 && macs_ < 1, ValueError,
+  NNOPT_CHECK(macs_ >= 0 && macs_ < 1, ValueError,
               "prune search: the MAC reduction must be in (0, 1) (the fraction removed), got ", macs_);
+  NNOPT_CHECK(min_speedup_ == 0 || min_speedup_ > 1, ValueError,
+              "prune search: the minimum speed-up must be > 1 (or 0 = none), got ", min_speedup_);
+  NNOPT_CHECK(max_latency_ms_ >= 0, ValueError, "prune search: the latency budget must be > 0 ms (or 0 = none), got ",
+              max_latency_ms_);
+  NNOPT_CHECK(macs_ > 0 || has_latency_budget(), ValueError,
+              "prune search: no budget: give a MAC reduction (macs=F), a latency budget or a minimum speed-up");
+  if (has_latency_budget()) {
+    NNOPT_CHECK(!latency_batches_.empty(), ValueError, "prune search: a latency budget needs batch sizes");
+    for (int64_t b : latency_batches_)
+      NNOPT_CHECK(b >= 1, ValueError, "prune search: latency batch sizes must be >= 1, got ", b);
+  }
   make_importance(criterion_);  // unknown names fail here, listing the known ones
   NNOPT_CHECK(importance_batches_ >= 1, ValueError, "prune search: importance batches must be >= 1, got ",
               importance_batches_);
@@ -138,7 +151,7 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
               " has no prunable channel groups");
   const int64_t L = opt.search().levels();
   const int64_t base_macs = model->graph().macs();
-  {  // The smallest structure's MACs do not depend on which channels are kept.
+  if (opt.macs() > 0) {  // The smallest structure's MACs do not depend on which channels are kept.
     std::vector<torch::Tensor> zeros;
     for (const auto& g : deps.groups()) zeros.push_back(torch::zeros({g.size()}, torch::kDouble));
     const double min_kept =
@@ -171,7 +184,53 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
                    {"train", train_options_json(recipe)},
                    {"compare_uniform", opt.compare_uniform()},
                    {"latency", {{"rounds", opt.latency_rounds()}, {"repeats", opt.latency_repeats()}}}};
+  if (opt.has_latency_budget())  // only then, so that studies without one keep their protocol
+    protocol["latency_budget"] = {{"min_speedup", opt.min_speedup()},
+                                  {"max_latency_ms", opt.max_latency_ms()},
+                                  {"batches", opt.latency_batches()}};
   Study study(opt.out_dir(), protocol);
+
+  // Latency tables, one per batch size, timed once per study (and extended
+  // with the shapes each search met, so a resumed search sees the same values).
+  std::vector<std::unique_ptr<ConvLatencyTable>> tables;
+  std::vector<double> table_full_ms;
+  auto save_table = [&](size_t i) {
+    write_file_atomic(path_join(study.run_dir(str_cat("latency_b", tables[i]->batch())), "result.json"),
+                      tables[i]->to_json().dump(1));
+  };
+  if (opt.has_latency_budget()) {
+    for (int64_t b : opt.latency_batches()) {
+      const std::string name = str_cat("latency_b", b);
+      if (!study.finished(name))
+        log(str_cat("prune search: timing every conv of the model at batch ", b, " (latency table)"));
+      json j = study.run(name, [&](const std::string&) {
+        ConvLatencyTable t(deps, ConvLatencyTable::Options().batch(b).rounds(opt.latency_rounds())
+                                     .repeats(std::max<int64_t>(3, opt.latency_repeats() / 2)));
+        return t.to_json();
+      });
+      NNOPT_CHECK(j.value("threads", 0) == torch::get_num_threads(), ValueError, "prune search: the latency table ",
+                  study.run_dir(name), " was timed with ", j.value("threads", 0), " threads, this run uses ",
+                  torch::get_num_threads(), ": give --threads ", j.value("threads", 0), " or another --out");
+      tables.push_back(std::make_unique<ConvLatencyTable>(ConvLatencyTable::from_json(deps, j)));
+      table_full_ms.push_back(tables.back()->predict(ChannelPlan()));
+    }
+  }
+  std::vector<StructureBudget> budgets;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    ConvLatencyTable* t = tables[i].get();
+    double max = opt.max_latency_ms() > 0 ? opt.max_latency_ms() : table_full_ms[i];
+    if (opt.min_speedup() > 0) max = std::min(max, table_full_ms[i] / opt.min_speedup());
+    budgets.push_back(StructureBudget{str_cat("latency b", t->batch(), " (predicted ms)"),
+                                      [t](const ChannelPlan& p) { return t->predict(p); }, max});
+  }
+  auto predicted_json = [&](const ChannelPlan& p) {
+    json j = json::object();
+    for (size_t i = 0; i < tables.size(); ++i) {
+      const double ms = tables[i]->predict(p);
+      j[str_cat("b", tables[i]->batch())] = {{"ms", ms}, {"speedup", table_full_ms[i] / ms}};
+    }
+    return j;
+  };
   const int64_t eval_batch = opt.train().eval_batch_size();
 
   json ref = study.run("unpruned", [&](const std::string&) { return model_json(model, test, eval_batch, base_macs); });
@@ -221,16 +280,21 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
         const double kept = static_cast<double>(prune_graph(deps, plan).macs()) / static_cast<double>(base_macs);
         if (!cached) memo.add(key, acc, {{"evaluation", evals}, {"macs_kept", kept}, {"seconds", secs}});
         best = std::max(best, acc);
+        std::string lat;
+        for (size_t i = 0; i < tables.size(); ++i)
+          lat += str_cat(", b", tables[i]->batch(), " ", fmt(table_full_ms[i] / tables[i]->predict(plan), 2), "x");
         log(str_cat("prune search: seed ", seed, ": evaluation ", evals, "/~", expected_evals, ": keeps ",
-                    percent(kept, 1), " of the MACs, val acc ", percent(acc), " (best ", percent(best), ")",
+                    percent(kept, 1), " of the MACs", lat.empty() ? "" : str_cat(" (predicted", lat.substr(1), ")"),
+                    ", val acc ", percent(acc), " (best ", percent(best), ")",
                     cached ? " (cached)" : str_cat(", ", fmt(secs, 1), " s")));
         return acc;
       };
       StructureSearchOptions sopt = so;
       sopt.max_macs_ratio(1 - opt.macs()).seed(s);
       const double t_search = now_seconds();
-      StructureSearchResult res = abc_structure_search(deps, scores, fitness, sopt);
+      StructureSearchResult res = abc_structure_search(deps, scores, fitness, sopt, budgets);
       const double search_secs = now_seconds() - t_search;
+      for (size_t i = 0; i < tables.size(); ++i) save_table(i);
 
       log(str_cat("prune search: seed ", seed, ": fine-tuning the winner (", percent(res.best_macs_ratio, 1),
                   " of the MACs) for ", opt.finetune_epochs(), " epoch(s)"));
@@ -244,6 +308,7 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
       sj["channels"] = kept_json(deps, res.best_plan);
       sj["plan"] = json::parse(res.best_plan.to_json());
       sj["val_fitness"] = res.best_fitness;
+      if (!tables.empty()) sj["predicted_latency"] = predicted_json(res.best_plan);
       sj["best_per_cycle"] = res.best_per_cycle;
       sj["evaluations"] = res.evaluations;
       sj["trained_evaluations"] = trained;
@@ -293,6 +358,9 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
   // Table: one row per seed, then mean ± std.
   const bool uni = opt.compare_uniform();
   std::vector<std::string> cols{"seed", "search acc %", "MACs kept", "params", "lat b1 ms", "lat b64 ms"};
+  const bool pred = !tables.empty();
+  if (pred)
+    for (const auto& t : tables) cols.push_back(str_cat("predicted b", t->batch()));
   if (uni) {
     for (const char* c : {"uniform acc %", "uniform MACs kept", "uniform params", "uniform b1 ms", "uniform b64 ms",
                           "search - uniform (pt)"})
@@ -312,6 +380,10 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
   for (const json& r : per_seed) {
     std::vector<std::string> row{std::to_string(r.at("seed").get<int64_t>())};
     side_cells(r.at("search"), row);
+    if (pred)
+      for (const auto& t : tables)
+        row.push_back(str_cat(fmt(r["search"]["predicted_latency"][str_cat("b", t->batch())]["speedup"].get<double>(), 2),
+                              "x"));
     s_acc.push_back(100 * r["search"]["test_accuracy"].get<double>());
     if (uni) {
       side_cells(r.at("uniform"), row);
@@ -325,6 +397,7 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
   json summary = {{"search_accuracy_pct", {{"mean", mean_std(s_acc).mean}, {"std", mean_std(s_acc).std}}}};
   {
     std::vector<std::string> row{"mean", format_mean_std(mean_std(s_acc)), "", "", "", ""};
+    if (pred) row.resize(row.size() + tables.size());
     if (uni) {
       MeanStd u = mean_std(u_acc), d = mean_std(diff);
       for (const auto& c : {format_mean_std(u), std::string(), std::string(), std::string(), std::string(),
@@ -335,11 +408,23 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
     }
     out.table.add_row(row);
   }
+  std::string latency_text;
+  if (pred) {
+    latency_text = "; latency budget at batch";
+    for (size_t i = 0; i < tables.size(); ++i)
+      latency_text += str_cat(i ? ", " : " ", tables[i]->batch(), " (unpruned predicted ", fmt(table_full_ms[i], 2),
+                              " ms)");
+    if (opt.min_speedup() > 0) latency_text += str_cat(": predicted speed-up >= ", opt.min_speedup());
+    if (opt.max_latency_ms() > 0) latency_text += str_cat(opt.min_speedup() > 0 ? " and" : ":", " <= ",
+                                                          opt.max_latency_ms(), " ms");
+    latency_text += " (per-conv latency table, tuned kernels, BN folded)";
+  }
   out.text = str_cat("prune search: ", opt.checkpoint(), " on ", test.name, " (", test.size(),
                      " test images): unpruned ", percent(ref_acc), ", ", ref.at("params").get<int64_t>(),
                      " params, ", fmt(static_cast<double>(base_macs) / 1e6, 2), " M MACs\n",
                      "protocol: ABC colony ", so.colony(), ", cycles ", so.cycles(), ", limit ", so.limit(),
-                     ", levels ", so.levels(), "; target macs=", opt.macs(), " (removed); channels kept by ",
+                     ", levels ", so.levels(), "; target macs=", opt.macs(), " (removed)", latency_text,
+                     "; channels kept by ",
                      opt.criterion(), "; fitness = accuracy on ", opt.val_size(),
                      " held-out train images after ", opt.fitness_epochs(), " epoch(s) on ",
                      opt.fitness_limit() > 0 ? std::to_string(opt.fitness_limit()) : std::string("all other"),

@@ -40,8 +40,11 @@ ChannelPlan plan_for_structure(const DependencyGraph& deps, const std::vector<to
 }
 
 StructureSearchResult abc_structure_search(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
-                                           const StructureFitness& fitness, const StructureSearchOptions& opt) {
+                                           const StructureFitness& fitness, const StructureSearchOptions& opt,
+                                           const std::vector<StructureBudget>& budgets) {
   opt.validate();
+  for (const auto& b : budgets)
+    NNOPT_CHECK(b.value != nullptr, ValueError, "structure search: budget '", b.name, "' has no value function");
   NNOPT_CHECK(fitness != nullptr, ValueError, "structure search: no fitness function");
   const size_t G = deps.groups().size();
   NNOPT_CHECK(G > 0, ValueError, "structure search: the model has no prunable channel groups");
@@ -57,9 +60,22 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
   double min_ratio = macs_ratio(smallest);
   NNOPT_CHECK(min_ratio <= opt.max_macs_ratio(), ValueError, "structure search: MAC budget ",
               opt.max_macs_ratio(), " is below the smallest structure's ", min_ratio);
-  // Lower random groups until the structure fits the budget.
+  for (const auto& b : budgets) {
+    const double v = b.value(plan_for_structure(deps, scores, smallest, L));
+    NNOPT_CHECK(v <= b.max, ValueError, "structure search: ", b.name, " budget ", b.max,
+                " is below the smallest structure's ", v);
+  }
+  auto fits = [&](const Structure& s) {
+    if (macs_ratio(s) > opt.max_macs_ratio()) return false;
+    if (budgets.empty()) return true;
+    const ChannelPlan p = plan_for_structure(deps, scores, s, L);
+    for (const auto& b : budgets)
+      if (b.value(p) > b.max) return false;
+    return true;
+  };
+  // Lower random groups until the structure fits every budget.
   auto repair = [&](Structure s) {
-    while (macs_ratio(s) > opt.max_macs_ratio()) {
+    while (!fits(s)) {
       std::vector<size_t> up;
       for (size_t g = 0; g < G; ++g)
         if (s[g] > 1) up.push_back(g);
@@ -81,7 +97,7 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
       for (size_t g : order) {
         if (s[g] >= L) continue;
         s[g] += 1;
-        if (macs_ratio(s) <= opt.max_macs_ratio())
+        if (fits(s))
           raised = true;
         else
           s[g] -= 1;
@@ -152,6 +168,7 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
   }
   res.best_plan = plan_for_structure(deps, scores, res.best, L);
   res.best_macs_ratio = macs_ratio(res.best);
+  for (const auto& b : budgets) res.budget_values.push_back(b.value(res.best_plan));
   return res;
 }
 

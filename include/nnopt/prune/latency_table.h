@@ -12,9 +12,12 @@
 //   nnopt::ConvLatencyTable lut(deps, nnopt::ConvLatencyTable::Options().batch(64));
 //   double ms = lut.predict(plan);            // ms per forward pass at batch 64
 //   double full = lut.predict(ChannelPlan());  // the unpruned model
+//   save(lut.to_json());  // later, without timing again:
+//   auto again = nnopt::ConvLatencyTable::from_json(deps, j);
 #include <torch/arg.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -49,8 +52,16 @@ class ConvLatencyTable {
   double measured_full_ms() const { return full_ms_; }
   /// Distinct conv shapes timed so far.
   int64_t shapes_timed() const { return static_cast<int64_t>(memo_.size()); }
+  int64_t batch() const { return opt_.batch(); }
+
+  /// The table as JSON: options, threads, the measured model, every timed shape.
+  nlohmann::json to_json() const;
+  /// A table saved by to_json, for the same model graph; shapes not in it are
+  /// timed when first needed. ValueError naming the key if `j` is not such a table.
+  static ConvLatencyTable from_json(const DependencyGraph& deps, const nlohmann::json& j);
 
  private:
+  ConvLatencyTable(const DependencyGraph& deps, const Options& opt, bool measure);
   double conv_ms(const Node& n, const Graph& g);
   double conv_sum(const Graph& g);
   const DependencyGraph& deps_;

@@ -8,7 +8,13 @@
 //   1. score the pretrained model's channels with `criterion` (default l1);
 //   2. hold out `val_size` training images (split_validation with the seed)
 //      and take `fitness_limit` of the rest for the fitness fine-tunes;
-//   3. run the bee colony under the MAC budget (1 - macs of the model's MACs);
+//   3. run the bee colony under the MAC budget (1 - macs of the model's MACs)
+//      and, if asked, a latency budget: at every batch of latency_batches, a
+//      ConvLatencyTable (prune/latency_table.h: per-conv timings on the
+//      faster kernel, BN folded) predicts each candidate's latency, which must
+//      be at most max_latency_ms and/or at most the unpruned model's predicted
+//      latency / min_speedup. The tables are timed once per study and kept in
+//      DIR/latency_b<B>/result.json, so seeds and resumed runs share them;
 //      the fitness of a candidate is its validation accuracy after
 //      `fitness_epochs` of fine-tuning on the fitness images, starting from
 //      the pretrained filters it keeps (the paper's fitness). Fitness values
@@ -60,8 +66,17 @@ struct PruneSearchStudyOptions {
   /// The study folder.
   TORCH_ARG(std::string, out_dir);
   /// Fraction of the model's MACs to remove, in (0, 1); default 0.5
-  /// (the meaning of `nnopt prune --target macs=0.5`).
+  /// (the meaning of `nnopt prune --target macs=0.5`). 0 = no MAC budget
+  /// (then a latency budget must be given).
   TORCH_ARG(double, macs) = 0.5;
+  /// Latency budget: predicted speed-up over the unpruned model at every
+  /// batch of latency_batches at least this (> 1); 0 = none.
+  TORCH_ARG(double, min_speedup) = 0;
+  /// Latency budget: predicted ms per forward pass at every batch of
+  /// latency_batches at most this; 0 = none.
+  TORCH_ARG(double, max_latency_ms) = 0;
+  /// Batch sizes the latency budgets apply at; default {1, 64}.
+  TORCH_ARG(SeedList, latency_batches) = SeedList({1, 64});
   /// Criterion that picks the channels a structure keeps in each group; default l1.
   TORCH_ARG(std::string, criterion) = "l1";
   /// Batches of 64 training images for data-driven criteria (taylor, hrank); default 4.
@@ -94,6 +109,7 @@ struct PruneSearchStudyOptions {
   /// ValueError naming the option and its value (macs outside (0, 1),
   /// unknown criterion, colony < 2, no or repeated seeds, ...).
   void validate() const;
+  bool has_latency_budget() const { return min_speedup_ > 0 || max_latency_ms_ > 0; }
 };
 
 struct PruneSearchStudyResult {

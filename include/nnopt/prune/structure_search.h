@@ -19,6 +19,12 @@
 // Fitness is the caller's (ABCPruner: accuracy after a short fine-tune of the
 // pruned model that starts from the pretrained filters); higher is better.
 //
+// Besides the MAC budget, the caller may add budgets of its own
+// (StructureBudget: a value of the plan and its maximum), e.g. the predicted
+// latency at batch 1 and at batch 64 from a ConvLatencyTable
+// (prune/latency_table.h). Repair and fill then keep every budget, so the
+// colony searches only structures that are both small and fast.
+//
 // Example:
 //   auto r = nnopt::abc_structure_search(deps, scores, fitness,
 //                                        nnopt::StructureSearchOptions().max_macs_ratio(0.5));
@@ -68,14 +74,24 @@ struct StructureSearchResult {
   double best_macs_ratio = 0;           ///< MACs of the best structure / MACs of the model
   std::vector<double> best_per_cycle;   ///< best fitness after the initial colony and each cycle
   int64_t evaluations = 0;              ///< calls of the fitness function
+  std::vector<double> budget_values;    ///< the best structure's value of each extra budget
 };
 
 /// Fitness of a candidate: gets its plan (relative to deps.graph()).
 using StructureFitness = std::function<double(const ChannelPlan&)>;
 
+/// A budget besides the MACs: a structure fits when value(plan) <= max.
+struct StructureBudget {
+  std::string name;  ///< named in errors and results, e.g. "latency b64 (ms)"
+  std::function<double(const ChannelPlan&)> value;
+  double max = 0;
+};
+
 /// Runs the colony. ValueError if even the smallest structure (level 1
-/// everywhere) exceeds the MAC budget.
+/// everywhere) exceeds the MAC budget or one of `budgets`;
+/// result.budget_values holds the best structure's value of each budget.
 StructureSearchResult abc_structure_search(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
-                                           const StructureFitness& fitness, const StructureSearchOptions& opt);
+                                           const StructureFitness& fitness, const StructureSearchOptions& opt,
+                                           const std::vector<StructureBudget>& budgets = {});
 
 }  // namespace nnopt
