@@ -171,7 +171,8 @@ TEST_F(PruneStudyCli, SearchFindsAStructureWithinBudgetAndComparesWithUniform) {
     EXPECT_NEAR(s["diff_pt"].get<double>(),
                 100 * (w["test_accuracy"].get<double>() - u["test_accuracy"].get<double>()), 1e-9);
     diffs.push_back(s["diff_pt"].get<double>());
-    for (const char* k : {"latency_ms_b1", "latency_ms_b64", "speedup_b1", "speedup_b64"}) {
+    for (const char* k : {"latency_ms_b1", "latency_ms_b64", "speedup_b1", "speedup_b64", "deployed_latency_ms_b1",
+                          "deployed_latency_ms_b64", "deployed_speedup_b1", "deployed_speedup_b64"}) {
       EXPECT_GT(w[k].get<double>(), 0) << k;
       EXPECT_GT(u[k].get<double>(), 0) << k;
     }

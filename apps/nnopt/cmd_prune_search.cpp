@@ -61,6 +61,8 @@ void register_prune_search(CLI::App& app, Runner& run) {
                   "(predicted ms per forward pass), speedup=S (predicted speed-up > 1); latency budgets hold at "
                   "every --latency-batch")
       ->required();
+  sub->add_option("--latency-threads", o.latency_threads(),
+                  "threads of the latency tables and the final timing (default: --threads)");
   sub->add_option("--latency-batch", latency_batches,
                   "batch sizes the latency budgets hold at, comma-separated (default 1,64)");
   sub->add_option("--criterion", o.criterion(),

@@ -5,7 +5,9 @@
 
 #include "nnopt/core/error.h"
 #include "nnopt/core/table.h"
+#include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/deploy/profile.h"
+#include "nnopt/nn/fold_bn.h"
 
 namespace nnopt {
 using json = nlohmann::json;
@@ -38,6 +40,24 @@ json latency_vs_reference(const std::vector<GraphModule*>& models, const std::ve
     std::vector<double> speedup;
     for (double m : ms) speedup.push_back(m > 0 ? ms[0] / m : 0.0);
     out[str_cat("b", b)] = {{"ms", ms}, {"speedup", speedup}};
+  }
+  return out;
+}
+
+json deployed_latency_vs_reference(const std::vector<GraphModule*>& models, const std::vector<int64_t>& batches,
+                                   int64_t rounds, int64_t repeats) {
+  std::vector<GraphModule> folded;
+  for (GraphModule* m : models) {
+    (*m)->eval();
+    folded.push_back(fold_batch_norm(*m));
+    folded.back()->eval();
+  }
+  std::vector<GraphModule*> ptrs;
+  for (auto& f : folded) ptrs.push_back(&f);
+  json out = json::object();
+  for (int64_t b : batches) {
+    for (auto& f : folded) tune_conv_kernels(f, b);
+    out.update(latency_vs_reference(ptrs, {b}, rounds, repeats));
   }
   return out;
 }
@@ -76,11 +96,11 @@ double finetune_pruned(GraphModule& m, const TrainOptions& recipe, int64_t epoch
   return secs;
 }
 
-json latency_fields(const json& lat, size_t i) {
+json latency_fields(const json& lat, size_t i, const std::string& prefix) {
   json j = json::object();
   for (auto it = lat.begin(); it != lat.end(); ++it) {
-    j["latency_ms_" + it.key()] = it.value().at("ms").at(i);
-    j["speedup_" + it.key()] = it.value().at("speedup").at(i);
+    j[prefix + "latency_ms_" + it.key()] = it.value().at("ms").at(i);
+    j[prefix + "speedup_" + it.key()] = it.value().at("speedup").at(i);
   }
   return j;
 }

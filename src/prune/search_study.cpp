@@ -48,6 +48,8 @@ void PruneSearchStudyOptions::validate() const {
   NNOPT_CHECK(finetune_epochs_ >= 0, ValueError, "prune search: fine-tune epochs must be >= 0, got ",
               finetune_epochs_);
   check_seed_list(seeds_, "prune search");
+  NNOPT_CHECK(latency_threads_ >= 0 && latency_threads_ <= 1024, ValueError,
+              "prune search: latency threads must be in 0..1024 (0 = the run's), got ", latency_threads_);
   NNOPT_CHECK(latency_rounds_ >= 1, ValueError, "prune search: latency rounds must be >= 1, got ", latency_rounds_);
   NNOPT_CHECK(latency_repeats_ >= 3, ValueError, "prune search: latency repeats must be >= 3, got ",
               latency_repeats_);
@@ -125,9 +127,10 @@ json model_json(GraphModule& m, const Dataset& test, int64_t eval_batch, int64_t
           {"macs_kept", static_cast<double>(m->graph().macs()) / static_cast<double>(base_macs)}};
 }
 
-std::string lat_cell(const json& r, const char* b) {
-  return str_cat(fmt(r.at(str_cat("latency_ms_", b)).get<double>(), 2), " (",
-                 fmt(r.at(str_cat("speedup_", b)).get<double>(), 2), "x)");
+std::string lat_cell(const json& r, const char* b, const char* prefix = "") {
+  if (!r.contains(str_cat(prefix, "latency_ms_", b))) return "-";  // a result of an older version
+  return str_cat(fmt(r.at(str_cat(prefix, "latency_ms_", b)).get<double>(), 2), " (",
+                 fmt(r.at(str_cat(prefix, "speedup_", b)).get<double>(), 2), "x)");
 }
 
 }  // namespace
@@ -198,7 +201,9 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
     write_file_atomic(path_join(study.run_dir(str_cat("latency_b", tables[i]->batch())), "result.json"),
                       tables[i]->to_json().dump(1));
   };
+  const int lat_threads = opt.latency_threads() > 0 ? static_cast<int>(opt.latency_threads()) : threads();
   if (opt.has_latency_budget()) {
+    ScopedThreads st(lat_threads);
     for (int64_t b : opt.latency_batches()) {
       const std::string name = str_cat("latency_b", b);
       if (!study.finished(name))
@@ -208,9 +213,9 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
                                      .repeats(std::max<int64_t>(3, opt.latency_repeats() / 2)));
         return t.to_json();
       });
-      NNOPT_CHECK(j.value("threads", 0) == torch::get_num_threads(), ValueError, "prune search: the latency table ",
+      NNOPT_CHECK(j.value("threads", 0) == lat_threads, ValueError, "prune search: the latency table ",
                   study.run_dir(name), " was timed with ", j.value("threads", 0), " threads, this run uses ",
-                  torch::get_num_threads(), ": give --threads ", j.value("threads", 0), " or another --out");
+                  lat_threads, ": give --latency-threads ", j.value("threads", 0), " or another --out");
       tables.push_back(std::make_unique<ConvLatencyTable>(ConvLatencyTable::from_json(deps, j)));
       table_full_ms.push_back(tables.back()->predict(ChannelPlan()));
     }
@@ -347,23 +352,32 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
         timed.push_back(&uniform_model);
       }
       log(str_cat("prune search: seed ", seed, ": timing (", opt.latency_rounds(), " alternating rounds)"));
+      ScopedThreads st(lat_threads);
       json lat = latency_vs_reference(timed, {1, 64}, opt.latency_rounds(), opt.latency_repeats());
+      json dep = deployed_latency_vs_reference(timed, {1, 64}, opt.latency_rounds(), opt.latency_repeats());
+      r["latency_threads"] = lat_threads;
       r["unpruned_latency_ms"] = {{"b1", lat["b1"]["ms"][0]}, {"b64", lat["b64"]["ms"][0]}};
+      r["unpruned_deployed_latency_ms"] = {{"b1", dep["b1"]["ms"][0]}, {"b64", dep["b64"]["ms"][0]}};
       r["search"].update(latency_fields(lat, 1));
-      if (opt.compare_uniform()) r["uniform"].update(latency_fields(lat, 2));
+      r["search"].update(latency_fields(dep, 1, "deployed_"));
+      if (opt.compare_uniform()) {
+        r["uniform"].update(latency_fields(lat, 2));
+        r["uniform"].update(latency_fields(dep, 2, "deployed_"));
+      }
       return r;
     }));
   }
 
   // Table: one row per seed, then mean ± std.
   const bool uni = opt.compare_uniform();
-  std::vector<std::string> cols{"seed", "search acc %", "MACs kept", "params", "lat b1 ms", "lat b64 ms"};
+  std::vector<std::string> cols{"seed",       "search acc %",    "MACs kept",       "params",
+                                "lat b1 ms", "lat b64 ms",      "deployed b1 ms", "deployed b64 ms"};
   const bool pred = !tables.empty();
   if (pred)
     for (const auto& t : tables) cols.push_back(str_cat("predicted b", t->batch()));
   if (uni) {
     for (const char* c : {"uniform acc %", "uniform MACs kept", "uniform params", "uniform b1 ms", "uniform b64 ms",
-                          "search - uniform (pt)"})
+                          "uniform deployed b1 ms", "uniform deployed b64 ms", "search - uniform (pt)"})
       cols.push_back(c);
   }
   PruneSearchStudyResult out;
@@ -376,6 +390,8 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
     row.push_back(std::to_string(m.at("params").get<int64_t>()));
     row.push_back(lat_cell(m, "b1"));
     row.push_back(lat_cell(m, "b64"));
+    row.push_back(lat_cell(m, "b1", "deployed_"));
+    row.push_back(lat_cell(m, "b64", "deployed_"));
   };
   for (const json& r : per_seed) {
     std::vector<std::string> row{std::to_string(r.at("seed").get<int64_t>())};
@@ -396,18 +412,20 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
   }
   json summary = {{"search_accuracy_pct", {{"mean", mean_std(s_acc).mean}, {"std", mean_std(s_acc).std}}}};
   {
-    std::vector<std::string> row{"mean", format_mean_std(mean_std(s_acc)), "", "", "", ""};
+    std::vector<std::string> row{"mean", format_mean_std(mean_std(s_acc)), "", "", "", "", "", ""};
     if (pred) row.resize(row.size() + tables.size());
     if (uni) {
       MeanStd u = mean_std(u_acc), d = mean_std(diff);
       for (const auto& c : {format_mean_std(u), std::string(), std::string(), std::string(), std::string(),
-                            format_mean_std(d)})
+                            std::string(), std::string(), format_mean_std(d)})
         row.push_back(c);
       summary["uniform_accuracy_pct"] = {{"mean", u.mean}, {"std", u.std}};
       summary["diff_pt"] = {{"mean", d.mean}, {"std", d.std}, {"n", d.n}, {"per_seed", diff}};
     }
     out.table.add_row(row);
   }
+  int64_t lat_threads_used = lat_threads;
+  if (!per_seed.empty()) lat_threads_used = per_seed[0].value("latency_threads", lat_threads_used);
   std::string latency_text;
   if (pred) {
     latency_text = "; latency budget at batch";
@@ -430,7 +448,8 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
                      opt.fitness_limit() > 0 ? std::to_string(opt.fitness_limit()) : std::string("all other"),
                      " train images; winner", uni ? " and uniform" : "", " fine-tuned ", opt.finetune_epochs(),
                      " epoch(s), lr ", opt.train().lr(), "\n",
-                     "latency: ms at batch 1 / 64 (speed-up over the unpruned model, timed in alternating rounds)\n",
+                     "latency: ms at batch 1 / 64, ", lat_threads_used, " thread(s) (speed-up over the unpruned model, "
+                     "timed in alternating rounds); deployed = BN folded, each conv on its faster kernel\n",
                      out.table.to_text());
   out.json = {{"protocol", protocol},
               {"unpruned", ref},

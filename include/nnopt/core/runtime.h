@@ -18,6 +18,19 @@ int set_threads(int n);
 bool tune_allocator();
 /// The intra-op thread count in effect.
 int threads();
+/// Sets the thread count for a scope (n <= 0: leave it), restores it after.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int n) : old_(threads()) {
+    if (n > 0) set_threads(n);
+  }
+  ~ScopedThreads() { set_threads(old_); }
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int old_;
+};
 /// Seeds the global torch RNG (dropout, initialization).
 void seed_everything(uint64_t seed);
 /// Monotonic seconds since an arbitrary start.

@@ -35,6 +35,12 @@ std::vector<double> alternating_latency(const std::vector<GraphModule*>& models,
 nlohmann::json latency_vs_reference(const std::vector<GraphModule*>& models, const std::vector<int64_t>& batches,
                                     int64_t rounds, int64_t repeats);
 
+/// latency_vs_reference of the models as deployed: batch norm folded into the
+/// convs and, at each batch size, every conv on its faster kernel
+/// (deploy/conv_tuning.h). The models themselves are not changed.
+nlohmann::json deployed_latency_vs_reference(const std::vector<GraphModule*>& models,
+                                             const std::vector<int64_t>& batches, int64_t rounds, int64_t repeats);
+
 /// The fine-tuning recipe of the pruning commands: one epoch of SGD, lr 0.01
 /// with Nesterov momentum, weight decay 5e-4, cosine schedule.
 TrainOptions prune_finetune_recipe();
@@ -55,7 +61,8 @@ double finetune_pruned(GraphModule& m, const TrainOptions& recipe, int64_t epoch
 
 /// Model i (>= 1) of a latency_vs_reference result as fields:
 /// {"latency_ms_b1", "speedup_b1", "latency_ms_b64", "speedup_b64"} (for each batch measured).
-nlohmann::json latency_fields(const nlohmann::json& lat, size_t i);
+/// With a prefix: {"<prefix>latency_ms_b1", "<prefix>speedup_b1", ...}.
+nlohmann::json latency_fields(const nlohmann::json& lat, size_t i, const std::string& prefix = "");
 
 /// One line of progress (nnopt prune search, nnopt compare prune).
 using LineLog = std::function<void(const std::string&)>;

@@ -24,7 +24,9 @@
 //      the fitness values);
 //   4. fine-tune the winner for `finetune_epochs` on the whole training split
 //      (the `train` recipe) and measure test accuracy, parameters, MACs and
-//      latency at batch 1 and 64 (alternating with the unpruned model);
+//      latency at batch 1 and 64 (alternating with the unpruned model), both
+//      as trained and as deployed (BN folded, convs on their faster kernels;
+//      the "deployed_" fields), with latency_threads threads;
 //   5. with compare_uniform: cut the same fraction of every group (global
 //      ranking off, the same criterion) to the smallest level whose MACs are
 //      at most the winner's, fine-tune it with the same recipe and seed, and
@@ -77,6 +79,9 @@ struct PruneSearchStudyOptions {
   TORCH_ARG(double, max_latency_ms) = 0;
   /// Batch sizes the latency budgets apply at; default {1, 64}.
   TORCH_ARG(SeedList, latency_batches) = SeedList({1, 64});
+  /// Threads of the latency tables and of the final latency measurement (the
+  /// deployment's threads; training uses the run's threads); 0 = the run's.
+  TORCH_ARG(int64_t, latency_threads) = 0;
   /// Criterion that picks the channels a structure keeps in each group; default l1.
   TORCH_ARG(std::string, criterion) = "l1";
   /// Batches of 64 training images for data-driven criteria (taylor, hrank); default 4.
