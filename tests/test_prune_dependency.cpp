@@ -283,3 +283,117 @@ TEST(PruneSurgery, PrunedEqualsMaskedOnTorchScriptImport) {
   }
   std::filesystem::remove_all(dir);
 }
+
+// Block (depth) pruning: a residual branch's inner width may go to zero.
+TEST(PruneSurgery, EmptiedResidualBranchesGoWhole) {
+  GraphModule m = realistic(zoo("resnet20"), 5);
+  const Graph g20 = m->graph();
+  DependencyGraph d(g20);
+  std::set<std::string> removable;
+  for (const auto& g : d.groups())
+    if (g.removable()) removable.insert(g.name);
+  // The nine block-internal groups (conv1 -> bn1 -> relu1 -> conv2); not the stages.
+  ASSERT_EQ(removable.size(), 9u);
+  EXPECT_TRUE(removable.count("layer1.1.conv1"));
+  EXPECT_TRUE(removable.count("layer3.0.conv1"));  // a downsampling block: its shortcut stays
+  EXPECT_FALSE(removable.count("conv1"));
+  const auto& b = d.group("layer1.1.conv1");
+  EXPECT_EQ(b.branch_nodes, (std::vector<std::string>{"layer1.1.conv1", "layer1.1.bn1", "layer1.1.relu1",
+                                                      "layer1.1.conv2", "layer1.1.bn2"}));
+  EXPECT_EQ(b.branch_join, "layer1.1.add");
+
+  ChannelPlan plan = random_plan(d, 3);
+  for (const char* name : {"layer1.1.conv1", "layer3.0.conv1"}) {
+    plan.remove[name].clear();
+    for (int64_t i = 0; i < d.group(name).size(); ++i) plan.remove[name].push_back(i);
+  }
+  GraphModule small = prune_channels(m, d, plan);
+  const Graph& pg = small->graph();
+  for (const char* gone : {"layer1.1.conv1", "layer1.1.relu1", "layer1.1.bn2", "layer3.0.conv2"})
+    EXPECT_FALSE(pg.contains(gone)) << gone;
+  EXPECT_EQ(pg.node("layer1.1.add").op, OpKind::kIdentity);
+  EXPECT_EQ(pg.node("layer1.1.add").inputs, std::vector<std::string>{"layer1.0.relu2"});
+  EXPECT_EQ(pg.node("layer3.0.add").inputs, std::vector<std::string>{"layer3.0.shortcut.1"});
+  EXPECT_TRUE(pg.contains("layer3.0.shortcut.0"));
+  EXPECT_EQ(Graph::from_json(pg.to_json()), pg);
+  // The same plan without the two branches keeps every node: the difference in
+  // MACs is at least the two branches' convs at their pruned widths.
+  ChannelPlan partial = plan;
+  partial.remove.erase("layer1.1.conv1");
+  partial.remove.erase("layer3.0.conv1");
+  Graph kept = prune_graph(d, partial);
+  EXPECT_EQ(kept.size(), g20.size());
+  EXPECT_LT(pg.macs(), kept.macs());
+  EXPECT_EQ(pg.size(), g20.size() - 10);
+  // Physically removed = masked (the branch adds exactly 0 in both).
+  GraphModule masked(g20);
+  masked->load_state(m->state());
+  masked->eval();
+  zero_channels(masked, d, plan);
+  torch::manual_seed(9);
+  auto x = torch::randn({4, 1, 28, 28});
+  torch::NoGradGuard ng;
+  small->eval();
+  auto a = small->forward(x), ref = masked->forward(x);
+  EXPECT_GT((m->forward(x) - ref).abs().max().item<double>(), 1e-3);
+  EXPECT_LE((a - ref).abs().max().item<double>(), 1e-5);
+  // Groups that are not a branch's inner width still keep a channel.
+  ChannelPlan stage;
+  for (int64_t i = 0; i < 16; ++i) stage.remove["conv1"].push_back(i);
+  EXPECT_THROW_MSG(prune_graph(d, stage), ValueError, "channel plan removes every channel of node");
+}
+
+TEST(PruneSurgery, EmptiedInvertedResidualOnMobileNetV2) {
+  GraphModule m = realistic(zoo("mobilenetv2", {3, 16, 16}), 2);
+  const Graph g = m->graph();
+  DependencyGraph d(g);
+  std::vector<std::string> removable;
+  for (const auto& gr : d.groups())
+    if (gr.removable()) removable.push_back(gr.name);
+  // Expansion groups of the blocks with a residual add (stride 1, same width).
+  ASSERT_FALSE(removable.empty());
+  const auto& gr = d.group(removable.front());
+  EXPECT_EQ(d.graph().node(gr.branch_join).op, OpKind::kAdd);
+  ChannelPlan plan;
+  for (int64_t i = 0; i < gr.size(); ++i) plan.remove[gr.name].push_back(i);
+  GraphModule small = prune_channels(m, d, plan);
+  EXPECT_EQ(small->graph().node(gr.branch_join).op, OpKind::kIdentity);
+  for (const auto& n : gr.branch_nodes) EXPECT_FALSE(small->graph().contains(n)) << n;
+  GraphModule masked(g);
+  masked->load_state(m->state());
+  masked->eval();
+  zero_channels(masked, d, plan);
+  torch::manual_seed(4);
+  auto x = torch::randn({2, 3, 16, 16});
+  torch::NoGradGuard ng;
+  small->eval();
+  auto ref = masked->forward(x);
+  EXPECT_GT((m->forward(x) - ref).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((small->forward(x) - ref).abs().max().item<double>(), 1e-5);
+}
+
+TEST(PruneSurgery, BothOperandsOfAnAddCannotGo) {
+  // Two parallel branches joined by one add: either may go, not both.
+  Graph g;
+  std::string x = g.input("input", {4, 8, 8});
+  auto branch = [&](const std::string& p) {
+    std::string y = g.conv2d(p + ".conv1", x, 6, 3, 1, 1);
+    y = g.unary(p + ".relu", OpKind::kReLU, y);
+    y = g.conv2d(p + ".conv2", y, 4, 3, 1, 1);
+    return g.batch_norm(p + ".bn", y);
+  };
+  std::string a = branch("a"), b = branch("b");
+  g.add_op("add", {a, b});
+  DependencyGraph d(g);
+  ASSERT_TRUE(d.group("a.conv1").removable());
+  ASSERT_TRUE(d.group("b.conv1").removable());
+  ChannelPlan one, both;
+  for (int64_t i = 0; i < 6; ++i) {
+    one.remove["a.conv1"].push_back(i);
+    both.remove["a.conv1"].push_back(i);
+    both.remove["b.conv1"].push_back(i);
+  }
+  Graph pg = prune_graph(d, one);
+  EXPECT_EQ(pg.node("add").inputs, std::vector<std::string>{"b.bn"});
+  EXPECT_THROW_MSG(prune_graph(d, both), ValueError, "removes both operands of add 'add'");
+}

@@ -50,7 +50,7 @@ TEST(PruneSearch, StructureKeepsTheHighestScoringChannels) {
   auto p = plan_for_structure(deps, scores, {3}, 10);  // keep 3 of 10
   EXPECT_EQ(p.remove.at("a"), (std::vector<int64_t>{3, 4, 5, 6, 7, 8, 9}));
   EXPECT_TRUE(plan_for_structure(deps, scores, {10}, 10).remove.empty());
-  EXPECT_THROW_MSG(plan_for_structure(deps, scores, {11}, 10), ValueError, "outside 1..10");
+  EXPECT_THROW_MSG(plan_for_structure(deps, scores, {11}, 10), ValueError, "outside 0..10");
 }
 
 // Random structures (initial colony, scouts) are filled up to the budget: with
@@ -121,4 +121,49 @@ TEST(PruneSearch, ExtraBudgetsHoldForEveryCandidate) {
   std::vector<StructureBudget> impossible{{"kept channels", kept_fraction, 0.01}};
   EXPECT_THROW_MSG(abc_structure_search(deps, scores, fitness, StructureSearchOptions(), impossible), ValueError,
                    "kept channels budget 0.01 is below the smallest structure's");
+}
+
+TEST(PruneSearch, BlockPruningDropsBranchesOnlyWhenAllowed) {
+  torch::manual_seed(0);
+  GraphModule m(build_model("resnet20"));
+  DependencyGraph deps(m->graph());
+  auto scores = make_importance("l1")->score(m, deps, {});
+  // Fitness rewards emptied branches and, beyond that, wide stages: the best
+  // structures drop blocks to spend the MACs on the rest.
+  auto emptied = [&](const ChannelPlan& p) {
+    int64_t n = 0;
+    for (const auto& g : deps.groups()) {
+      auto it = p.remove.find(g.name);
+      if (it != p.remove.end() && static_cast<int64_t>(it->second.size()) == g.size()) ++n;
+    }
+    return n;
+  };
+  int64_t worst_plan_errors = 0;
+  auto fitness = [&](const ChannelPlan& p) {
+    try {
+      (void)prune_graph(deps, p);  // every candidate is a valid plan
+    } catch (const ValueError&) {
+      ++worst_plan_errors;
+    }
+    return static_cast<double>(emptied(p)) - 0.001 * static_cast<double>(p.count());
+  };
+  auto opt = StructureSearchOptions().colony(8).cycles(20).max_macs_ratio(0.6).seed(1);
+  auto plain = abc_structure_search(deps, scores, fitness, opt);
+  EXPECT_EQ(emptied(plain.best_plan), 0);
+  auto blocks = abc_structure_search(deps, scores, fitness, opt.remove_blocks(true));
+  EXPECT_EQ(worst_plan_errors, 0);
+  EXPECT_GE(emptied(blocks.best_plan), 3);
+  EXPECT_LE(blocks.best_macs_ratio, 0.6);
+  for (const auto& g : deps.groups()) {  // only branch groups were emptied
+    auto it = blocks.best_plan.remove.find(g.name);
+    if (it != blocks.best_plan.remove.end() && static_cast<int64_t>(it->second.size()) == g.size())
+      EXPECT_TRUE(g.removable()) << g.name;
+  }
+  GraphModule small = prune_channels(m, deps, blocks.best_plan);
+  EXPECT_LT(small->graph().size(), m->graph().size());
+  // Level 0 is refused for a group that is not a branch's inner width.
+  Structure s(deps.groups().size(), 5);
+  s[0] = 0;  // "conv1": the first stage
+  EXPECT_THROW_MSG(plan_for_structure(deps, scores, s, 10), ValueError,
+                   "level 0 of group 'conv1': only a residual branch's inner width can go to zero");
 }

@@ -74,6 +74,8 @@ void register_prune_search(CLI::App& app, Runner& run) {
                   "--limit is the data limit)");
   sub->add_option("--levels", s.levels(), "channel-count levels per group: k/levels kept (default 10)");
   sub->add_option("--mutations", s.mutations(), "groups changed per neighbour (default 2)");
+  sub->add_flag("--remove-blocks", s.remove_blocks(),
+                "block pruning: a residual branch's inner width may go to zero, removing the branch");
   sub->add_option("--fitness-epochs", o.fitness_epochs(), "fine-tune epochs of each fitness evaluation (default 1)");
   sub->add_option("--fitness-limit", o.fitness_limit(),
                   "training images of each fitness fine-tune (default 5000; 0 = all)");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include "nnopt/core/error.h"
@@ -269,6 +270,61 @@ DependencyGraph::DependencyGraph(const Graph& graph) : graph_(graph) {
     }
     if (g.name.empty()) g.name = g.nodes.front();
   }
+  for (auto& g : groups_) find_branch(g);
+}
+
+// A group can be emptied if the node outputs that carry it hold only its
+// channels, lead (through ops that keep channels apart) to exactly one
+// ungrouped conv or linear, and that consumer's output reaches a two-operand
+// add through batch norms only. Every node on the way is then dead when the
+// group is empty.
+void DependencyGraph::find_branch(DependencyGroup& g) const {
+  std::set<std::string> carriers, dead;
+  for (const auto& [node, map] : g.tensors) {
+    if (std::count(map.begin(), map.end(), int64_t{-1}) > 0) return;
+    const Node& n = graph_.node(node);
+    switch (n.op) {
+      case OpKind::kConv2d: case OpKind::kLinear: case OpKind::kBatchNorm: case OpKind::kReLU:
+      case OpKind::kReLU6: case OpKind::kHardswish: case OpKind::kMaxPool: case OpKind::kAvgPool:
+      case OpKind::kDropout: case OpKind::kIdentity:
+        break;
+      default:
+        return;  // add, concat, flatten, input, ...: channels shared or reshaped
+    }
+    if (node == graph_.output()) return;
+    carriers.insert(node);
+  }
+  std::string consumer;
+  for (const auto& c : carriers)
+    for (const auto& k : graph_.consumers(c)) {
+      if (carriers.count(k)) continue;
+      const Node& kn = graph_.node(k);
+      bool takes_in = (kn.op == OpKind::kConv2d && kn.as<Conv2dAttrs>().groups == 1) ||
+                      kn.op == OpKind::kLinear;
+      if (!takes_in || (!consumer.empty() && consumer != k)) return;
+      consumer = k;
+    }
+  if (consumer.empty()) return;
+  dead = carriers;
+  std::string at = consumer;
+  while (true) {
+    if (at == graph_.output()) return;
+    dead.insert(at);
+    auto next = graph_.consumers(at);
+    if (next.size() != 1) return;
+    const Node& nn = graph_.node(next[0]);
+    if (nn.op == OpKind::kBatchNorm) {
+      at = next[0];
+      continue;
+    }
+    if (nn.op != OpKind::kAdd || nn.inputs.size() != 2 || nn.inputs[0] == nn.inputs[1]) return;
+    const std::string& other = nn.inputs[0] == at ? nn.inputs[1] : nn.inputs[0];
+    if (dead.count(other)) return;
+    g.branch_join = next[0];
+    break;
+  }
+  for (const auto& n : graph_.nodes())
+    if (dead.count(n.name)) g.branch_nodes.push_back(n.name);
 }
 
 size_t DependencyGraph::group_index(const std::string& name) const {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "nnopt/core/error.h"
@@ -26,10 +27,12 @@ ChannelPlan plan_for_structure(const DependencyGraph& deps, const std::vector<to
               " score tensors for ", groups.size(), " groups");
   ChannelPlan plan;
   for (size_t g = 0; g < groups.size(); ++g) {
-    NNOPT_CHECK(s[g] >= 1 && s[g] <= levels, ValueError, "structure search: level ", s[g], " of group '",
-                groups[g].name, "' is outside 1..", levels);
+    NNOPT_CHECK(s[g] >= 0 && s[g] <= levels, ValueError, "structure search: level ", s[g], " of group '",
+                groups[g].name, "' is outside 0..", levels);
+    NNOPT_CHECK(s[g] > 0 || groups[g].removable(), ValueError, "structure search: level 0 of group '",
+                groups[g].name, "': only a residual branch's inner width can go to zero");
     int64_t size = groups[g].size();
-    int64_t keep = std::max<int64_t>(1, (s[g] * size + levels - 1) / levels);
+    int64_t keep = s[g] == 0 ? 0 : std::max<int64_t>(1, (s[g] * size + levels - 1) / levels);
     if (keep >= size) continue;
     auto order = std::get<1>(scores[g].to(torch::kDouble).sort(0, /*descending=*/false));  // ascending
     std::vector<int64_t> v(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + (size - keep));
@@ -56,7 +59,19 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
   auto macs_ratio = [&](const Structure& s) {
     return static_cast<double>(prune_graph(deps, plan_for_structure(deps, scores, s, L)).macs()) / base_macs;
   };
-  Structure smallest(G, 1);
+  // Lowest level per group: 0 where the branch may go. Two branches joined
+  // by one add may not both go, so such pairs keep level 1.
+  Structure lowest(G, 1);
+  if (opt.remove_blocks()) {
+    std::map<std::string, int> joins;
+    for (const auto& g : deps.groups())
+      if (g.removable()) ++joins[g.branch_join];
+    for (size_t g = 0; g < G; ++g) {
+      const auto& grp = deps.groups()[g];
+      if (grp.removable() && joins[grp.branch_join] == 1) lowest[g] = 0;
+    }
+  }
+  const Structure& smallest = lowest;
   double min_ratio = macs_ratio(smallest);
   NNOPT_CHECK(min_ratio <= opt.max_macs_ratio(), ValueError, "structure search: MAC budget ",
               opt.max_macs_ratio(), " is below the smallest structure's ", min_ratio);
@@ -78,7 +93,7 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
     while (!fits(s)) {
       std::vector<size_t> up;
       for (size_t g = 0; g < G; ++g)
-        if (s[g] > 1) up.push_back(g);
+        if (s[g] > lowest[g]) up.push_back(g);
       s[up[pick(static_cast<int64_t>(up.size()))]] -= 1;
     }
     return s;
@@ -95,7 +110,7 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
       raised = false;
       std::shuffle(order.begin(), order.end(), rng);
       for (size_t g : order) {
-        if (s[g] >= L) continue;
+        if (s[g] >= L || s[g] == 0) continue;  // a dropped branch stays dropped
         s[g] += 1;
         if (fits(s))
           raised = true;
@@ -118,7 +133,7 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
   auto random_source = [&]() {
     Source src;
     src.s.resize(G);
-    for (auto& k : src.s) k = 1 + pick(L);
+    for (size_t g = 0; g < G; ++g) src.s[g] = lowest[g] + pick(L - lowest[g] + 1);
     src.s = fill(repair(src.s));
     src.fit = evaluate(src.s);
     return src;
@@ -143,7 +158,7 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
       double moved = v[g] + uniform(-1, 1) * static_cast<double>(v[g] - colony[other].s[g]);
       int64_t k = static_cast<int64_t>(std::llround(moved));
       if (k == v[g]) k += uniform(0, 1) < 0.5 ? -1 : 1;
-      v[g] = std::clamp<int64_t>(k, 1, L);
+      v[g] = std::clamp<int64_t>(k, lowest[g], L);
     }
     v = repair(v);
     double f = evaluate(v);

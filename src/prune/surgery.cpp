@@ -1,5 +1,7 @@
 #include "nnopt/prune/surgery.h"
 
+#include <algorithm>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -50,9 +52,17 @@ bool is_depthwise(const Conv2dAttrs& a) {
   return a.groups > 1 && a.groups == a.in_channels && a.groups == a.out_channels;
 }
 
-// Node -> indices to remove per role; checks the plan on the way.
-std::map<std::string, Cuts> collect_cuts(const DependencyGraph& deps, const ChannelPlan& plan) {
+// Node -> indices to remove per role, and the nodes of emptied residual
+// branches with the adds they joined; checks the plan on the way.
+struct Surgery {
   std::map<std::string, Cuts> cuts;
+  std::set<std::string> dead;                 // nodes of emptied branches
+  std::map<std::string, std::string> joins;   // add -> its operand that goes
+};
+
+Surgery collect_cuts(const DependencyGraph& deps, const ChannelPlan& plan) {
+  Surgery s;
+  auto& cuts = s.cuts;
   for (const auto& [name, idx] : plan.remove) {
     const DependencyGroup& g = deps.group(name);  // ValueError for unknown names
     std::set<int64_t> seen;
@@ -61,14 +71,28 @@ std::map<std::string, Cuts> collect_cuts(const DependencyGraph& deps, const Chan
                   g.size(), " channels; index ", u, " is out of range");
       NNOPT_CHECK(seen.insert(u).second, ValueError, "channel plan: group '", name,
                   "' lists channel ", u, " twice");
-      for (const auto& s : g.units[u].slices) {
-        Cuts& c = cuts[s.node];
-        (s.role == SliceRole::kOut ? c.out : s.role == SliceRole::kIn ? c.in : c.bn).insert(s.index);
+      for (const auto& sl : g.units[u].slices) {
+        Cuts& c = cuts[sl.node];
+        (sl.role == SliceRole::kOut ? c.out : sl.role == SliceRole::kIn ? c.in : c.bn).insert(sl.index);
       }
     }
+    if (g.removable() && static_cast<int64_t>(seen.size()) == g.size()) {
+      s.dead.insert(g.branch_nodes.begin(), g.branch_nodes.end());
+      const Node& add = deps.graph().node(g.branch_join);
+      const auto& ins = add.inputs;
+      bool first = std::find(g.branch_nodes.begin(), g.branch_nodes.end(), ins[0]) != g.branch_nodes.end();
+      s.joins[g.branch_join] = first ? ins[0] : ins[1];
+    }
+  }
+  for (const auto& [add, gone] : s.joins) {
+    const auto& ins = deps.graph().node(add).inputs;
+    const std::string& kept = ins[0] == gone ? ins[1] : ins[0];
+    NNOPT_CHECK(!s.dead.count(kept) && !s.dead.count(add), ValueError,
+                "channel plan removes both operands of add '", add, "'");
   }
   const Graph& graph = deps.graph();
   for (const auto& [node, c] : cuts) {
+    if (s.dead.count(node)) continue;
     const Node& n = graph.node(node);
     int64_t out = 0, in = 0;
     if (n.op == OpKind::kConv2d) {
@@ -85,7 +109,7 @@ std::map<std::string, Cuts> collect_cuts(const DependencyGraph& deps, const Chan
                 ValueError, "channel plan removes every channel of node '", node, "' (",
                 op_name(n.op), ")");
   }
-  return cuts;
+  return s;
 }
 
 torch::Tensor keep_index(int64_t n, const std::set<int64_t>& drop) {
@@ -98,12 +122,13 @@ torch::Tensor keep_index(int64_t n, const std::set<int64_t>& drop) {
 
 }  // namespace
 
-void check_plan(const DependencyGraph& deps, const ChannelPlan& plan) { collect_cuts(deps, plan); }
+void check_plan(const DependencyGraph& deps, const ChannelPlan& plan) { (void)collect_cuts(deps, plan); }
 
 Graph prune_graph(const DependencyGraph& deps, const ChannelPlan& plan) {
-  auto cuts = collect_cuts(deps, plan);
+  Surgery s = collect_cuts(deps, plan);
   Graph g = deps.graph();
-  for (const auto& [node, c] : cuts) {
+  for (const auto& [node, c] : s.cuts) {
+    if (s.dead.count(node)) continue;
     Node& n = g.mutable_node(node);
     if (n.op == OpKind::kConv2d) {
       auto& a = n.as<Conv2dAttrs>();
@@ -122,8 +147,25 @@ Graph prune_graph(const DependencyGraph& deps, const ChannelPlan& plan) {
       n.as<BatchNormAttrs>().num_features -= static_cast<int64_t>(c.bn.size());
     }
   }
-  g.infer_shapes();
-  return g;
+  if (s.dead.empty()) {
+    g.infer_shapes();
+    return g;
+  }
+  // Emptied branches: drop their nodes; each add they joined passes its other
+  // operand on under its own name, so consumers and the output stay wired.
+  Graph out;
+  for (const auto& n : g.nodes()) {
+    if (s.dead.count(n.name)) continue;
+    auto j = s.joins.find(n.name);
+    if (j == s.joins.end()) {
+      out.add(n.name, n.op, n.attrs, n.inputs);
+    } else {
+      const std::string& kept = n.inputs[0] == j->second ? n.inputs[1] : n.inputs[0];
+      out.add(n.name, OpKind::kIdentity, NoAttrs{}, {kept});
+    }
+  }
+  out.set_output(g.output());
+  return out;
 }
 
 GraphModule prune_channels(GraphModule& model, const DependencyGraph& deps, const ChannelPlan& plan) {
@@ -135,11 +177,15 @@ GraphModule prune_channels(GraphModule& model, const DependencyGraph& deps, cons
                 n.name, "' carries a ", m.weight_transform ? "weight" : "activation",
                 " transform; remove quantizers and masks before channel surgery");
   }
-  auto cuts = collect_cuts(deps, plan);
+  Surgery s = collect_cuts(deps, plan);
   Graph g = prune_graph(deps, plan);
   TensorMap state = model->state();
+  for (const auto& node : s.dead)
+    for (auto it = state.begin(); it != state.end();)
+      it = it->first.rfind(node + ".", 0) == 0 ? state.erase(it) : std::next(it);
   torch::NoGradGuard ng;
-  for (const auto& [node, c] : cuts) {
+  for (const auto& [node, c] : s.cuts) {
+    if (s.dead.count(node)) continue;
     const Node& n = deps.graph().node(node);
     auto& m = model->node_module(node);
     auto sel = [&](const char* what, const torch::Tensor& t, int64_t dim, const std::set<int64_t>& drop) {
@@ -169,15 +215,22 @@ GraphModule prune_channels(GraphModule& model, const DependencyGraph& deps, cons
 void zero_channels(GraphModule& model, const DependencyGraph& deps, const ChannelPlan& plan) {
   NNOPT_CHECK(model->graph() == deps.graph(), ValueError,
               "zero_channels: the model's graph is not the one the dependency groups were built from");
-  auto cuts = collect_cuts(deps, plan);
+  Surgery s = collect_cuts(deps, plan);
   torch::NoGradGuard ng;
-  for (const auto& [node, c] : cuts) {
+  for (const auto& [node, c] : s.cuts) {
     auto& m = model->node_module(node);
     const auto& drop = deps.graph().node(node).op == OpKind::kBatchNorm ? c.bn : c.out;
     if (drop.empty()) continue;
     auto idx = torch::tensor(std::vector<int64_t>(drop.begin(), drop.end()), torch::kLong);
     for (auto* t : {&m.weight, &m.bias, &m.running_mean})
       if (t->defined()) t->index_fill_(0, idx, 0.0);
+  }
+  // An emptied branch adds exactly 0: its last conv and batch norms output 0
+  // on every channel (their shifts too, which surgery drops with the branch).
+  for (const auto& node : s.dead) {
+    auto& m = model->node_module(node);
+    for (auto* t : {&m.weight, &m.bias, &m.running_mean})
+      if (t->defined()) t->zero_();
   }
 }
 

@@ -11,6 +11,9 @@
 //     its input and output channel c are one element;
 //   * flatten of [C, H, W] turns channel c into the H*W features
 //     c*H*W .. (c+1)*H*W - 1, which a following linear reads as input features;
+//   * a group that is a residual branch's inner width may lose all its
+//     channels: the branch goes and its add passes the shortcut on (block /
+//     depth pruning, which also removes the branch's per-call kernel costs);
 //   * the channels of the input node, of the output node, and of anything
 //     the rules cannot prune (grouped non-depthwise convs, linear on rank > 1
 //     inputs, concat along other dims ties inputs channel-wise) are locked.
@@ -62,7 +65,16 @@ struct DependencyGroup {
   /// Node outputs that carry the group's channels, each with its channel -> unit
   /// index map (-1 where a channel belongs elsewhere, e.g. the other half of a concat).
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;
+  /// If the group is the inner width of a residual branch (its channels run
+  /// from the branch's first conv to one conv whose output, through batch
+  /// norms only, is one operand of a two-operand add), the nodes that go
+  /// when all its channels go: the whole branch. The add then passes its
+  /// other operand on (it becomes an identity). Empty for other groups,
+  /// which must keep at least one channel.
+  std::vector<std::string> branch_nodes;
+  std::string branch_join;  ///< that add
   int64_t size() const { return static_cast<int64_t>(units.size()); }
+  bool removable() const { return !branch_nodes.empty(); }
 };
 
 class DependencyGraph {
@@ -81,6 +93,8 @@ class DependencyGraph {
   std::string to_string() const;
 
  private:
+  void find_branch(DependencyGroup& g) const;
+
   Graph graph_;
   std::vector<DependencyGroup> groups_;
 };

@@ -6,10 +6,14 @@
 // pretrained channels (e.g. by L1).
 //
 // A structure gives each dependency group a level k in 1..levels; the group
-// keeps ceil(k / levels * size) channels. Structures over the MAC budget are
+// keeps ceil(k / levels * size) channels. With remove_blocks, a residual
+// branch's inner group may take level 0: the whole branch goes (block
+// pruning), which also saves the per-call cost of its convs — at batch 1 that
+// cost, not the MACs, is most of a thin conv's time. Structures over the MAC budget are
 // repaired by lowering random groups one level at a time; random structures
 // (the initial colony and the scouts) are then filled back up, raising random
-// groups while the budget allows, so that they use the budget. The colony
+// groups while the budget allows, so that they use the budget (a dropped
+// branch, level 0, stays dropped). The colony
 // (Karaboga 2005): `colony` food sources; each cycle an employed-bee phase
 // (every source tries a neighbour), an onlooker phase (sources chosen with
 // probability proportional to fitness try neighbours), and a scout phase
@@ -54,6 +58,10 @@ struct StructureSearchOptions {
   TORCH_ARG(double, max_macs_ratio) = 0.5;
   /// Seed of the colony's choices; default 0.
   TORCH_ARG(uint64_t, seed) = 0;
+  /// Block pruning: removable groups (a residual branch's inner width,
+  /// DependencyGroup::removable) may also take level 0, which removes the
+  /// branch; default off.
+  TORCH_ARG(bool, remove_blocks) = false;
 
  public:
   /// ValueError naming the bad option and its value.

@@ -35,8 +35,10 @@ struct ChannelPlan {
 };
 
 /// Checks the plan against `deps`: known groups, indices in range and unique,
-/// at least one channel left in every node. Throws ValueError naming the group
-/// or node.
+/// at least one channel left in every node that stays. A removable group
+/// (DependencyGroup::removable) may lose all its channels: its residual branch
+/// goes and the add it joined becomes an identity on the other operand.
+/// Throws ValueError naming the group or node.
 void check_plan(const DependencyGraph& deps, const ChannelPlan& plan);
 
 /// The graph after the removal (attributes changed, shapes re-inferred); no
@@ -53,7 +55,8 @@ GraphModule prune_channels(GraphModule& model, const DependencyGraph& deps, cons
 /// Masks the planned channels in place: zeroes the producers' output rows
 /// (weight and bias), depthwise filters, and batch-norm weight, bias and
 /// running mean of each removed unit, so that every tensor carrying the unit
-/// is 0 on that channel.
+/// is 0 on that channel; an emptied branch's nodes are zeroed whole, so the
+/// branch adds 0.
 void zero_channels(GraphModule& model, const DependencyGraph& deps, const ChannelPlan& plan);
 
 }  // namespace nnopt
