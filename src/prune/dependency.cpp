@@ -279,7 +279,7 @@ DependencyGraph::DependencyGraph(const Graph& graph) : graph_(graph) {
 // add through batch norms only. Every node on the way is then dead when the
 // group is empty.
 void DependencyGraph::find_branch(DependencyGroup& g) const {
-  std::set<std::string> carriers, dead;
+  std::set<std::string> carriers;
   for (const auto& [node, map] : g.tensors) {
     if (std::count(map.begin(), map.end(), int64_t{-1}) > 0) return;
     const Node& n = graph_.node(node);
@@ -305,7 +305,7 @@ void DependencyGraph::find_branch(DependencyGroup& g) const {
       consumer = k;
     }
   if (consumer.empty()) return;
-  dead = carriers;
+  std::set<std::string> dead = carriers;
   std::string at = consumer;
   while (true) {
     if (at == graph_.output()) return;

@@ -191,7 +191,7 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
     protocol["latency_budget"] = {{"min_speedup", opt.min_speedup()},
                                   {"max_latency_ms", opt.max_latency_ms()},
                                   {"batches", opt.latency_batches()}};
-  if (so.remove_blocks()) protocol["search"]["remove_blocks"] = true;  // idem
+  if (so.remove_blocks()) protocol["search"]["remove_blocks"] = true;  // only then, as above
   Study study(opt.out_dir(), protocol);
 
   // Latency tables, one per batch size, timed once per study (and extended

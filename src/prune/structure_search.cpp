@@ -71,12 +71,11 @@ StructureSearchResult abc_structure_search(const DependencyGraph& deps, const st
       if (grp.removable() && joins[grp.branch_join] == 1) lowest[g] = 0;
     }
   }
-  const Structure& smallest = lowest;
-  double min_ratio = macs_ratio(smallest);
+  double min_ratio = macs_ratio(lowest);
   NNOPT_CHECK(min_ratio <= opt.max_macs_ratio(), ValueError, "structure search: MAC budget ",
               opt.max_macs_ratio(), " is below the smallest structure's ", min_ratio);
   for (const auto& b : budgets) {
-    const double v = b.value(plan_for_structure(deps, scores, smallest, L));
+    const double v = b.value(plan_for_structure(deps, scores, lowest, L));
     NNOPT_CHECK(v <= b.max, ValueError, "structure search: ", b.name, " budget ", b.max,
                 " is below the smallest structure's ", v);
   }

@@ -57,7 +57,7 @@ bool is_depthwise(const Conv2dAttrs& a) {
 struct Surgery {
   std::map<std::string, Cuts> cuts;
   std::set<std::string> dead;                 // nodes of emptied branches
-  std::map<std::string, std::string> joins;   // add -> its operand that goes
+  std::map<std::string, std::string> joins;   // add -> its operand that stays
 };
 
 Surgery collect_cuts(const DependencyGraph& deps, const ChannelPlan& plan) {
@@ -78,18 +78,14 @@ Surgery collect_cuts(const DependencyGraph& deps, const ChannelPlan& plan) {
     }
     if (g.removable() && static_cast<int64_t>(seen.size()) == g.size()) {
       s.dead.insert(g.branch_nodes.begin(), g.branch_nodes.end());
-      const Node& add = deps.graph().node(g.branch_join);
-      const auto& ins = add.inputs;
+      const auto& ins = deps.graph().node(g.branch_join).inputs;
       bool first = std::find(g.branch_nodes.begin(), g.branch_nodes.end(), ins[0]) != g.branch_nodes.end();
-      s.joins[g.branch_join] = first ? ins[0] : ins[1];
+      s.joins[g.branch_join] = first ? ins[1] : ins[0];
     }
   }
-  for (const auto& [add, gone] : s.joins) {
-    const auto& ins = deps.graph().node(add).inputs;
-    const std::string& kept = ins[0] == gone ? ins[1] : ins[0];
+  for (const auto& [add, kept] : s.joins)
     NNOPT_CHECK(!s.dead.count(kept) && !s.dead.count(add), ValueError,
                 "channel plan removes both operands of add '", add, "'");
-  }
   const Graph& graph = deps.graph();
   for (const auto& [node, c] : cuts) {
     if (s.dead.count(node)) continue;
@@ -160,8 +156,7 @@ Graph prune_graph(const DependencyGraph& deps, const ChannelPlan& plan) {
     if (j == s.joins.end()) {
       out.add(n.name, n.op, n.attrs, n.inputs);
     } else {
-      const std::string& kept = n.inputs[0] == j->second ? n.inputs[1] : n.inputs[0];
-      out.add(n.name, OpKind::kIdentity, NoAttrs{}, {kept});
+      out.add(n.name, OpKind::kIdentity, NoAttrs{}, {j->second});
     }
   }
   out.set_output(g.output());
