@@ -80,12 +80,16 @@ TEST_F(PruneCli, ChannelPruningShrinksTheModelAndReportsBeforeAndAfter) {
     EXPECT_NE(h.out.find(row), std::string::npos) << row << "\n" << h.out;
 }
 
-TEST_F(PruneCli, GradualChannelPruningDuringTraining) {
+TEST_F(PruneCli, GradualChannelPruningDuringTrainingTaughtByTheUnprunedModel) {
   auto r = prune("--criterion taylor --target macs=0.3 --schedule gradual --finetune-epochs 2 "
-                 "--importance-batches 1 --json --out '" + path_join(dir_, "g") + "'");
+                 "--importance-batches 1 --distill kd:T=2,alpha=0.5 --json --out '" + path_join(dir_, "g") + "'");
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   EXPECT_LE(j["after"]["macs"].get<double>(), 0.7 * j["before"]["macs"].get<double>() + 1);
+  // The teacher's term is in every logged step of the fine-tune.
+  std::string metrics = read_file(path_join(dir_, "g/finetune/metrics.jsonl"));
+  EXPECT_GE(count(metrics, "\"loss_kd\""), 2) << metrics;
+  EXPECT_EQ(json::parse(read_file(path_join(dir_, "g/prune.json")))["distill"], "kd:T=2,alpha=0.5");
 }
 
 TEST_F(PruneCli, UnstructuredAgpWritesACompressedCheckpoint) {
@@ -119,6 +123,9 @@ TEST_F(PruneCli, BadRequestsAreOneLineErrors) {
                              {"--target macs=0.5 --schedule cubic", "unknown pruning schedule 'cubic'"},
                              {"--target latency=0.000001", "is below the minimum"},
                              {"", "--target KIND=VALUE is required"},
+                             {"--target macs=0.5 --finetune-epochs 1 --distill foo",
+                              "unknown distillation loss 'foo'"},
+                             {"--target macs=0.5 --distill kd", "acts while fine-tuning"},
                          });
 }
 
@@ -144,10 +151,14 @@ class PruneStudyCli : public PruneCli {
 
 TEST_F(PruneStudyCli, SearchFindsAStructureWithinBudgetAndComparesWithUniform) {
   const std::string out = path_join(dir_, "s");
-  auto r = search("--target macs=0.5 --seeds 0,1 --compare-uniform --progress lines --json --out '" + out + "'");
+  const std::string kd = " --distill kd:T=2,alpha=0.5";  // the final fine-tunes are taught by the unpruned model
+  auto r = search("--target macs=0.5 --seeds 0,1 --compare-uniform --progress lines --json --out '" + out + "'" + kd);
   ASSERT_EQ(r.code, 0) << r.err;
   json j = json::parse(r.out);
   EXPECT_EQ(j, json::parse(read_file(path_join(out, "search.json"))));
+  EXPECT_EQ(j["protocol"]["distill"], "kd:T=2,alpha=0.5");
+  for (const char* f : {"seed0/search/metrics.jsonl", "seed1/uniform/metrics.jsonl"})
+    EXPECT_NE(read_file(path_join(out, f)).find("\"loss_kd\""), std::string::npos) << f;
   const int64_t base_macs = j["unpruned"]["macs"].get<int64_t>();
   ASSERT_EQ(j["seeds"].size(), 2u);
   int64_t evaluations = 0;
@@ -182,7 +193,7 @@ TEST_F(PruneStudyCli, SearchFindsAStructureWithinBudgetAndComparesWithUniform) {
   // A progress line for every fitness evaluation.
   EXPECT_EQ(count(r.err, ": evaluation "), evaluations) << r.err;
   // Human output: per-seed rows and the mean row.
-  auto h = search("--target macs=0.5 --seeds 0,1 --compare-uniform --progress off --out '" + out + "'");
+  auto h = search("--target macs=0.5 --seeds 0,1 --compare-uniform --progress off --out '" + out + "'" + kd);
   ASSERT_EQ(h.code, 0) << h.err;
   for (const char* t : {"search acc %", "uniform acc %", "search - uniform (pt)", "mean"})
     EXPECT_NE(h.out.find(t), std::string::npos) << t << "\n" << h.out;

@@ -14,6 +14,7 @@
 #include "nnopt/data/dataset.h"
 #include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/deploy/profile.h"
+#include "nnopt/distill/distill_callback.h"
 #include "nnopt/nn/checkpoint.h"
 #include "nnopt/nn/fold_bn.h"
 #include "nnopt/prune/callbacks.h"
@@ -36,6 +37,7 @@ struct PruneArgs {
   int64_t finetune_epochs = 0, cycles = 3, prune_frequency = 0, importance_batches = 4;
   int64_t latency_batch = 1, latency_rounds = 3, latency_repeats = 20, channel_multiple = 1;
   std::string latency_threads;  // "1,2"; empty = as --threads
+  std::string distill;          // loss spec, e.g. "kd:T=4,alpha=0.9"; empty = no teacher
   double max_group_ratio = 0.9, ramp_fraction = 0.67, bn_l1 = 0;
   bool per_layer = false;
 };
@@ -94,6 +96,11 @@ void check_args(const PruneArgs& a) {
   if (!a.latency_threads.empty()) parse_shape(a.latency_threads, "--latency-threads");
   NNOPT_CHECK(a.ramp_fraction > 0 && a.ramp_fraction <= 1, ValueError,
               "prune: --ramp-fraction must be in (0, 1], got ", a.ramp_fraction);
+  if (!a.distill.empty()) {
+    NNOPT_CHECK(a.finetune_epochs >= 1, ValueError, "prune: --distill ", a.distill,
+                " acts while fine-tuning; give --finetune-epochs E >= 1");
+    make_distill_loss(parse_loss_spec(a.distill));  // unknown loss names and keys fail here
+  }
 }
 
 }  // namespace
@@ -142,6 +149,8 @@ void register_prune(CLI::App& app, Runner& run) {
                   "first one fills the table");
   sub->add_option("--latency-repeats", a.latency_repeats, "timed runs per latency measurement (median)")
       ->check(CLI::Range(3, 100000));
+  sub->add_option("--distill", a.distill,
+                  "fine-tune with the unpruned model as teacher, with this logit loss (e.g. kd:T=4,alpha=0.9)");
   add_finetune_options(sub, t);  // the recipe: SGD, cosine LR
   sub->callback([&run, sub] {
     if (!sub->get_subcommands().empty()) return;  // `nnopt prune search` runs instead
@@ -198,6 +207,8 @@ void register_prune(CLI::App& app, Runner& run) {
                      std::vector<CallbackPtr> cbs) -> TrainResult {
         Trainer tr(m, trainer_opts(epochs, sub_dir));
         for (auto& cb : cbs) tr.add_callback(cb);
+        // The unpruned model teaches (eval mode, no grad); one callback per fit.
+        if (!a.distill.empty()) tr.add_callback(make_distill_callback(orig, m, {parse_loss_spec(a.distill)}));
         if (a.bn_l1 > 0) tr.add_callback(std::make_shared<BnL1Callback>(a.bn_l1));
         return tr.fit(train, &test);
       };
@@ -208,6 +219,7 @@ void register_prune(CLI::App& app, Runner& run) {
       json info = {{"criterion", a.criterion}, {"granularity", a.granularity},
                    {"target", a.target.empty() ? "sparsity=0.5" : a.target}, {"schedule", a.schedule},
                    {"finetune_epochs", a.finetune_epochs}, {"source", a.checkpoint}};
+      if (!a.distill.empty()) info["distill"] = a.distill;
       GraphModule pruned = nullptr;
       double train_secs = 0;
 

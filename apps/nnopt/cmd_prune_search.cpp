@@ -81,6 +81,8 @@ void register_prune_search(CLI::App& app, Runner& run) {
                   "training images of each fitness fine-tune (default 5000; 0 = all)");
   sub->add_option("--val-size", o.val_size(), "held-out training images the fitness is measured on (default 2000)");
   sub->add_option("--finetune-epochs", o.finetune_epochs(), "fine-tune epochs of the winner (default 2)");
+  sub->add_option("--distill", o.distill(),
+                  "the unpruned model teaches the final fine-tunes with this loss (e.g. kd:T=4,alpha=0.9)");
   sub->add_option("--seeds", seeds, "one search per seed, comma-separated (default 0)");
   sub->add_flag("--compare-uniform", o.compare_uniform(),
                 "also prune the same fraction of every group to the winner's MACs, same fine-tune");

@@ -83,7 +83,8 @@ void check_seed_list(const std::vector<int64_t>& seeds, const std::string& who) 
 }
 
 double finetune_pruned(GraphModule& m, const TrainOptions& recipe, int64_t epochs, uint64_t seed,
-                       const std::string& dir, const std::string& progress, const Dataset& train) {
+                       const std::string& dir, const std::string& progress, const Dataset& train,
+                       const std::vector<CallbackPtr>& callbacks) {
   if (epochs <= 0) {
     m->eval();
     return 0;
@@ -91,6 +92,7 @@ double finetune_pruned(GraphModule& m, const TrainOptions& recipe, int64_t epoch
   TrainOptions o = recipe;
   o.epochs(epochs).seed(seed).out_dir(dir).resume(true).progress(progress);
   Trainer tr(m, o);
+  for (const auto& cb : callbacks) tr.add_callback(cb);
   const double secs = tr.fit(train).seconds;
   m->eval();
   return secs;

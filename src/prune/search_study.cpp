@@ -11,6 +11,7 @@
 #include "nnopt/core/file_util.h"
 #include "nnopt/core/runtime.h"
 #include "nnopt/core/strings.h"
+#include "nnopt/distill/distill_callback.h"
 #include "nnopt/nn/checkpoint.h"
 #include "nnopt/pipeline/study.h"
 #include "nnopt/prune/criterion.h"
@@ -55,6 +56,7 @@ void PruneSearchStudyOptions::validate() const {
               latency_repeats_);
   TrainOptions t = train_;
   t.epochs(1).out_dir("").resume(false).validate();
+  if (!distill_.empty()) make_distill_loss(parse_loss_spec(distill_));  // unknown losses and keys
 }
 
 namespace {
@@ -192,7 +194,14 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
                                   {"max_latency_ms", opt.max_latency_ms()},
                                   {"batches", opt.latency_batches()}};
   if (so.remove_blocks()) protocol["search"]["remove_blocks"] = true;  // only then, as above
+  if (!opt.distill().empty()) protocol["distill"] = opt.distill();      // only then, as above
   Study study(opt.out_dir(), protocol);
+  // The final fine-tunes' teacher: the unpruned model (eval mode, no grad).
+  auto taught = [&](GraphModule& student) {
+    std::vector<CallbackPtr> cbs;
+    if (!opt.distill().empty()) cbs.push_back(make_distill_callback(model, student, {parse_loss_spec(opt.distill())}));
+    return cbs;
+  };
 
   // Latency tables, one per batch size, timed once per study (and extended
   // with the shapes each search met, so a resumed search sees the same values).
@@ -306,7 +315,8 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
                   " of the MACs) for ", opt.finetune_epochs(), " epoch(s)"));
       GraphModule winner = prune_channels(model, deps, res.best_plan);
       const double win_secs =
-          finetune_pruned(winner, opt.train(), opt.finetune_epochs(), s, search_dir, opt.progress(), train);
+          finetune_pruned(winner, opt.train(), opt.finetune_epochs(), s, search_dir, opt.progress(), train,
+                          taught(winner));
       json sj = model_json(winner, test, eval_batch, base_macs);
       json structure = json::object();
       for (size_t g = 0; g < deps.groups().size(); ++g) structure[deps.groups()[g].name] = res.best[g];
@@ -338,7 +348,8 @@ PruneSearchStudyResult prune_search_study(const PruneSearchStudyOptions& opt, co
         log(str_cat("prune search: seed ", seed, ": fine-tuning the uniform model (",
                     percent(static_cast<double>(uniform_model->graph().macs()) / base_macs, 1), " of the MACs)"));
         const std::string uni_dir = path_join(dir, "uniform");
-        const double uni_secs = finetune_pruned(uniform_model, opt.train(), opt.finetune_epochs(), s, uni_dir, opt.progress(), train);
+        const double uni_secs = finetune_pruned(uniform_model, opt.train(), opt.finetune_epochs(), s, uni_dir,
+                                                opt.progress(), train, taught(uniform_model));
         json uj = model_json(uniform_model, test, eval_batch, base_macs);
         uj["level"] = sol.level;
         uj["channels"] = kept_json(deps, sol.plan);

@@ -55,9 +55,11 @@ void check_seed_list(const std::vector<int64_t>& seeds, const std::string& who);
 
 /// Fine-tunes a pruned model: `epochs` of `recipe` with `seed`, checkpoints in
 /// `dir` (an interrupted run resumes from them); nothing for epochs <= 0.
+/// `callbacks` join the Trainer (e.g. a teacher from make_distill_callback).
 /// Returns the seconds spent; leaves the model in eval mode.
 double finetune_pruned(GraphModule& m, const TrainOptions& recipe, int64_t epochs, uint64_t seed,
-                       const std::string& dir, const std::string& progress, const Dataset& train);
+                       const std::string& dir, const std::string& progress, const Dataset& train,
+                       const std::vector<CallbackPtr>& callbacks = {});
 
 /// Model i (>= 1) of a latency_vs_reference result as fields:
 /// {"latency_ms_b1", "speedup_b1", "latency_ms_b64", "speedup_b64"} (for each batch measured).

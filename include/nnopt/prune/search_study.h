@@ -100,6 +100,10 @@ struct PruneSearchStudyOptions {
   /// The recipe of every fine-tune (epochs, seed, out_dir, resume and
   /// progress are set per use).
   TORCH_ARG(TrainOptions, train) = prune_finetune_recipe();
+  /// A distillation loss spec (distill/distill_loss.h, e.g. "kd:T=4,alpha=0.9"):
+  /// the final fine-tunes (winner, uniform model) are taught by the unpruned
+  /// model with it; the short fitness fine-tunes are not. Empty (default) = labels only.
+  TORCH_ARG(std::string, distill);
   /// One search per seed (colony, data split and fine-tune order); default 0.
   TORCH_ARG(SeedList, seeds) = SeedList{0};
   /// Also prune with a uniform per-group ratio at about the winner's MACs.
