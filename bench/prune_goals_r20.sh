@@ -1,0 +1,44 @@
+#!/bin/sh
+# The two open goals of issue 4 on the resnet20 Fashion-MNIST checkpoint,
+# declared before they run (docs/results.md, "Next runs for issue 4"):
+#  1. blocks: ABCPruner structure search at 50 % of the MACs with a predicted
+#     2x speed-up at batch 1 and 64 (2 threads), residual branches allowed to
+#     go (--remove-blocks); the winner fine-tuned 15 epochs taught by the
+#     unpruned model (kd:T=4,alpha=0.9, the recipe of bench/kd_recipe.sh);
+#     then its latency against the original, BN folded, at 1 and 2 threads
+#     (bench_prune_latency). Goal: drop <= 0.5 pt and speed-up >= 0.8 x the
+#     MAC ratio at batch 1 and 64.
+#  2. agp: global magnitude 90 % sparsity, AGP over the first 2/3 of 20
+#     epochs, taught by the unpruned model (same KD spec). Goal: drop <= 0.3 pt.
+# Time (2 quiet cores): search ~50 min, agp ~50 min.
+# Usage: bench/prune_goals_r20.sh [BUILD] [RUNS] [blocks|agp|all]
+#   (RUNS/r20/model.nnopt is the checkpoint: cp pretrained/resnet20_fmnist.nnopt)
+# Each part is skipped when its result exists; the search resumes from its memo.
+set -e
+BUILD=${1:-build}
+RUNS=${2:-runs}
+WHAT=${3:-all}
+CK="$RUNS/r20/model.nnopt"
+KD="kd:T=4,alpha=0.9"
+FT="--lr 0.01 --crop-padding 2 --hflip"
+if [ "$WHAT" = blocks ] || [ "$WHAT" = all ]; then
+  OUT="$RUNS/prune-blocks"
+  "$BUILD"/nnopt prune search "$CK" --target macs=0.5,speedup=2 --remove-blocks --latency-batch 1,64 \
+    --threads 2 --latency-threads 2 --colony 8 --cycles 4 --fitness-limit 5000 --val-size 2000 \
+    --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-repeats 20 \
+    --seeds 0 --progress lines --out "$OUT" 2> "$OUT.log" > "$OUT.txt" || { cat "$OUT.log" | tail -3; exit 1; }
+  cat "$OUT.txt"
+  for thr in 1 2; do
+    "$BUILD"/bench_prune_latency "$CK" "$OUT/seed0/search/model.nnopt" $thr 5 20 | tee "$OUT/latency_t$thr.txt"
+  done
+fi
+if [ "$WHAT" = agp ] || [ "$WHAT" = all ]; then
+  OUT="$RUNS/prune-agp90-kd"
+  if [ ! -f "$OUT/prune.json" ]; then
+    "$BUILD"/nnopt prune "$CK" --criterion magnitude --granularity unstructured --target sparsity=0.9 \
+      --schedule agp --finetune-epochs 20 --distill "$KD" $FT --latency-rounds 3 --latency-threads 1,2 \
+      --progress lines --out "$OUT" > "$OUT.txt" 2> "$OUT.log"
+  fi
+  cat "$OUT.txt" 2>/dev/null || true
+  /usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('agp90+kd: test %.2f %% (drop %.2f pt), %.1f %% zero' % (100*j['after']['test_accuracy'], j['accuracy_drop_pt'], 100*j['weight_sparsity']))" "$OUT/prune.json"
+fi
