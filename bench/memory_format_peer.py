@@ -5,7 +5,7 @@ NHWC input), and only an NHWC input with NHWC weight copies made inside each con
 Alternating rounds, median ms/step. Usage: MODEL=lenet5|resnet20 N=steps R=rounds
 /usr/bin/python3 bench/memory_format_peer.py (session 8, docs/results.md)."""
 import sys, os, time, statistics, torch, torch.nn as nn, torch.nn.functional as F
-sys.path.insert(0, "/work/main/tests/py"); import zoo_reference
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "py")); import zoo_reference
 torch.set_num_threads(2); torch.manual_seed(0)
 MODEL=os.environ.get("MODEL","lenet5"); B=128
 x = torch.randn(B,1,28,28); y = torch.randint(0,10,(B,))
