@@ -12,23 +12,24 @@ x = torch.randn(B,1,28,28); y = torch.randint(0,10,(B,))
 orig = nn.Conv2d._conv_forward
 def cl_conv(self, input, weight, bias):
     return orig(self, input, weight.contiguous(memory_format=torch.channels_last), bias)
-def make(cl):
+NCHW, NHWC_MODEL, NHWC_INPUT_WCOPY = "default", "cl_all", "cl_input_wconv"
+def make(variant):
     m = zoo_reference.build(MODEL, [1,28,28], 10, 1.0, 20, 0.0); m.train()
-    if cl == 2: m = m.to(memory_format=torch.channels_last)
+    if variant == NHWC_MODEL: m = m.to(memory_format=torch.channels_last)
     o = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
     return m, o
-def run(m, o, cl, n):
-    nn.Conv2d._conv_forward = cl_conv if cl == 3 else orig
-    xb = x.contiguous(memory_format=torch.channels_last) if cl else x
+def run(m, o, variant, n):
+    nn.Conv2d._conv_forward = cl_conv if variant == NHWC_INPUT_WCOPY else orig
+    xb = x if variant == NCHW else x.contiguous(memory_format=torch.channels_last)
     t0 = time.perf_counter()
     for _ in range(n):
         loss = F.cross_entropy(m(xb), y); o.zero_grad(set_to_none=True); loss.backward(); o.step()
     return (time.perf_counter()-t0)/n*1e3
-cfg = {"default": 0, "cl_all": 2, "cl_input_wconv": 3}
+variants = [NCHW, NHWC_MODEL, NHWC_INPUT_WCOPY]
 n = int(os.environ.get("N", "60"))
-ms = {k: make(v) for k, v in cfg.items()}
-for k,cl in cfg.items(): run(*ms[k], cl, 5)
-res = {k: [] for k in cfg}
+ms = {k: make(k) for k in variants}
+for k in variants: run(*ms[k], k, 5)
+res = {k: [] for k in variants}
 for r in range(int(os.environ.get("R","4"))):
-    for k,cl in cfg.items(): res[k].append(run(*ms[k], cl, n))
-for k in cfg: print(MODEL, k, "%.2f ms/step" % statistics.median(res[k]), ["%.2f" % v for v in res[k]])
+    for k in variants: res[k].append(run(*ms[k], k, n))
+for k in variants: print(MODEL, k, "%.2f ms/step" % statistics.median(res[k]), ["%.2f" % v for v in res[k]])
