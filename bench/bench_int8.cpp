@@ -57,6 +57,11 @@ int main(int argc, char** argv) {
     const double t2 = now_seconds();
     std::printf("%s, %d threads, engine onednn; calibration %.2f s (8 x 64 images), lowering %.3f s\n",
                 what.c_str(), threads, t1 - t0, t2 - t1);
+    const auto sat = q.saturating_layers();
+    std::printf("exact int32 accumulation: %s\n",
+                sat.empty() ? "yes"
+                            : (std::to_string(sat.size()) +
+                               " layers may saturate int16 pair sums (CPU without VNNI)").c_str());
 
     if (trained) {
       torch::NoGradGuard ng;

@@ -137,6 +137,20 @@ Diff compare(const Trained& T, GraphModule& fq, const Int8Model& q, const std::s
   return d;
 }
 
+// The step bound holds where the kernels are exact. On a CPU without VNNI,
+// W8A8 layers may saturate int16 pair sums (int8.h, "Exactness"), and there
+// only the agreement checks apply; the W7A8 tests below assert the bound on
+// every CPU.
+void expect_steps_within(const Int8Model& q, double steps, double bound, const std::string& tag) {
+  const auto sat = q.saturating_layers();
+  if (sat.empty()) {
+    EXPECT_LE(steps, bound) << tag;
+    return;
+  }
+  std::cout << "[ " << tag << " ] " << sat.size() << " layer(s) may saturate on this CPU (no"
+            << " VNNI): " << steps << " output steps, the bound " << bound << " is not asserted\n";
+}
+
 std::map<std::string, std::string> kernels(const Int8Model& q) {
   std::map<std::string, std::string> k;
   for (const auto& s : q.steps()) k[s.node] = s.kernel;
@@ -159,7 +173,14 @@ TEST(Int8Lower, Lenet5AgreesWithFakeQuant) {
   EXPECT_EQ(k["fc3"], "linear");
   Diff d = compare(lenet(), fq, q, "lenet5 W8A8");
   EXPECT_GE(d.agree, 0.99);
-  EXPECT_LE(d.max_steps, 4.0);
+  expect_steps_within(q, d.max_steps, 4.0, "lenet5 W8A8");
+  // 8-bit per-channel weights reach |code| 127 in every filter, so some pair of
+  // input channels can exceed int16 (conv1 has one input channel: no pairs).
+  for (const auto& s : q.steps())
+    if (s.node == "conv2" || s.node == "fc1") {
+      EXPECT_GT(s.pair_bound, 32767) << s.node;
+      EXPECT_EQ(s.may_saturate, !cpu_has_vnni()) << s.node;
+    }
   std::cout << q.summary();
   // The int8 weights are ~4x smaller than the float ones.
   EXPECT_LT(q.weight_bytes() * 3, lenet().folded()->graph().num_params() * 4);
@@ -177,15 +198,17 @@ TEST(Int8Lower, Resnet8AgreesWithFakeQuant) {
   EXPECT_EQ(k["fc"], "linear");
   Diff d = compare(resnet8(), fq, q, "resnet8 W8A8");
   EXPECT_GE(d.agree, 0.99);
-  EXPECT_LE(d.max_steps, 8.0);
+  expect_steps_within(q, d.max_steps, 8.0, "resnet8 W8A8");
 }
 
 TEST(Int8Lower, EveryQuantizedNodeStaysCloseToFakeQuant) {
   // Per layer: wherever the fake-quant model holds a quantized tensor, the
   // integer model holds (nearly) the same one. Rounding ties and the int32
   // bias of the kernels give 1-step differences that can grow a little with depth.
-  GraphModule fq = resnet8().quantized();
+  // 7-bit weights, so that the kernels are exact on every CPU.
+  GraphModule fq = resnet8().quantized(QuantConfig().weight(QuantScheme(7).per_channel(true)));
   Int8Model q = lower_to_int8(fq);
+  EXPECT_TRUE(q.saturating_layers().empty());
   std::vector<std::string> names;
   for (const auto& a : find_quantizers(fq))
     if (!a.weight) names.push_back(a.node);
@@ -212,12 +235,15 @@ TEST(Int8Lower, EveryQuantizedNodeStaysCloseToFakeQuant) {
 }
 
 TEST(Int8Lower, MobileNetV2WithRelu6AgreesWithFakeQuant) {
-  GraphModule fq = mobilenet().quantized();
+  // 7-bit weights: with 8-bit ones a CPU without VNNI saturates (measured on
+  // an AVX2 EPYC: 36 layers at risk, top-1 agreement 0.77, 48 output steps).
+  GraphModule fq = mobilenet().quantized(QuantConfig().weight(QuantScheme(7).per_channel(true)));
   Int8Model q = lower_to_int8(fq);
+  EXPECT_TRUE(q.saturating_layers().empty());
   auto k = kernels(q);
   EXPECT_EQ(k["features.0.0"], "conv2d_relu");
   EXPECT_EQ(k["features.0.2"], "hardtanh");
-  Diff d = compare(mobilenet(), fq, q, "mobilenetv2(0.25) W8A8");
+  Diff d = compare(mobilenet(), fq, q, "mobilenetv2(0.25) W7A8");
   // This briefly trained model is nearly undecided (accuracy ~19 % on 10
   // synthetic classes; only ~5 % of the samples lead by more than 2 output
   // steps), so near-ties flip with the kernels' 1-2 step rounding (0.984 on
@@ -235,7 +261,72 @@ TEST(Int8Lower, LowBitWeightsRunExactlyOnInt8Codes) {
   Int8Model q = lower_to_int8(fq);
   Diff d = compare(lenet(), fq, q, "lenet5 W4A8");
   EXPECT_GE(d.agree, 0.99);
+  EXPECT_TRUE(q.saturating_layers().empty());
   EXPECT_LE(d.max_steps, 4.0);
+}
+
+TEST(Int8Lower, SevenBitWeightsAreExactOnEveryCpu) {
+  GraphModule fq = lenet().quantized(QuantConfig().weight(QuantScheme(7).per_channel(true)));
+  Int8Model q = lower_to_int8(fq);
+  for (const auto& s : q.steps()) {
+    EXPECT_LE(s.pair_bound, 255 * 128) << s.node;
+    EXPECT_FALSE(s.may_saturate) << s.node;
+  }
+  Diff d = compare(lenet(), fq, q, "lenet5 W7A8");
+  EXPECT_GE(d.agree, 0.99);
+  EXPECT_LE(d.max_steps, 4.0);
+}
+
+// A 1x1 conv whose every filter has weight 1 on input channels 0 and `second`
+// (0 elsewhere), fed all-ones: u8 codes 255 times s8 codes 127 on both.
+struct PairConv {
+  GraphModule m;
+  Int8Model q;
+  double steps = 0;  // max |int8 - fake-quant| in output steps
+  explicit PairConv(int64_t second) : m(graph()) {
+    m->eval();
+    {
+      torch::NoGradGuard ng;
+      auto& w = m->node_module("c").weight;
+      w.zero_();
+      w.select(1, 0).fill_(1.0);
+      w.select(1, second).fill_(1.0);
+    }
+    attach_quantizers(m, QuantConfig());
+    calibrate(m, std::vector<torch::Tensor>{torch::ones({8, 8, 4, 4})});
+    m->eval();
+    q = lower_to_int8(m);
+    torch::Tensor x = torch::ones({2, 8, 4, 4});
+    torch::Tensor ref = logits_of(m, x);
+    steps = (q.forward(x) - ref).abs().max().item<double>() / output_scale(q);
+  }
+  static Graph graph() {
+    Graph g;
+    std::string x = g.input("input", {8, 4, 4});
+    g.conv2d("c", x, 4, 1, 1, 0, 1, false);
+    return g;
+  }
+};
+
+TEST(Int8Lower, SaturationRiskFollowsAdjacentInputChannelPairs) {
+  // Channels 0 and 1 form one pair of onednn's no-VNNI u8*s8 path:
+  // 255 * (127 + 127) = 64770 overflows int16; channels 0 and 2 do not pair.
+  PairConv paired(1), apart(2);
+  EXPECT_EQ(paired.q.steps()[1].pair_bound, 255 * 254);
+  EXPECT_EQ(apart.q.steps()[1].pair_bound, 255 * 127);
+  EXPECT_TRUE(apart.q.saturating_layers().empty());
+  EXPECT_LE(apart.steps, 1.0);
+  std::cout << "[ pair conv ] cpu VNNI " << cpu_has_vnni() << ": channels 0+1 differ by "
+            << paired.steps << " output steps, channels 0+2 by " << apart.steps << "\n";
+  if (cpu_has_vnni()) {
+    EXPECT_TRUE(paired.q.saturating_layers().empty());
+    EXPECT_LE(paired.steps, 1.0);
+  } else {
+    // The prediction is right: the flagged layer does saturate here.
+    EXPECT_EQ(paired.q.saturating_layers(), std::vector<std::string>{"c"});
+    EXPECT_GT(paired.steps, 10.0);
+    EXPECT_NE(paired.q.summary().find("may saturate"), std::string::npos);
+  }
 }
 
 TEST(Int8Lower, HardswishConcatPoolsAndPassThroughOps) {
@@ -260,7 +351,8 @@ TEST(Int8Lower, HardswishConcatPoolsAndPassThroughOps) {
   GraphModule m(g);
   m->eval();
   Dataset d = make_synthetic(256, {3, 12, 12}, 10, 1);
-  attach_quantizers(m, QuantConfig());
+  // 7-bit weights: exact kernels on every CPU (int8.h, "Exactness").
+  attach_quantizers(m, QuantConfig().weight(QuantScheme(7).per_channel(true)));
   calibrate(m, d, 2, 64);
   Int8Model q = lower_to_int8(m);
   auto k = kernels(q);

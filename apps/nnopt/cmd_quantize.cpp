@@ -204,8 +204,8 @@ void register_quantize(CLI::App& app, Runner& run) {
       t.add_row({"fake-quant", pct(fq_acc), fmt(100 * (fp_acc - fq_acc), 2)});
       std::string extra;
 
-      // At 8 bits everywhere: the integer model.
-      if (all_quantizers_8bit(q)) {
+      // 8-bit activations, weights of <= 8 bits: the integer model.
+      if (runs_on_int8_kernels(q)) {
         Int8Model i8 = lower_to_int8(q);
         auto i8_logits = all_logits([&](const torch::Tensor& x) { return i8.forward(x); }, test);
         const double i8_acc = accuracy_of(i8_logits, test);
@@ -222,6 +222,11 @@ void register_quantize(CLI::App& app, Runner& run) {
         t.add_row({"int8 (onednn)", pct(i8_acc), fmt(100 * (fp_acc - i8_acc), 2)});
         extra += str_cat("int8 vs fake-quant: top-1 agreement ", pct(agree), ", max |logit diff| ",
                          fmt(maxdiff, 4), "\n");
+        const auto sat = i8.saturating_layers();
+        j["int8_saturating_layers"] = sat;
+        if (!sat.empty())
+          extra += str_cat("int8: ", sat.size(), " layer(s) may saturate (this CPU has no VNNI, so"
+                           " onednn adds u8*s8 product pairs in int16); --wbits 7 runs exactly\n");
         if (!no_latency) {
           LatencyOptions lo;
           lo.repeats = 20;

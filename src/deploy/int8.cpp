@@ -126,6 +126,33 @@ void ensure_engine() {
 }  // namespace int8_impl
 using namespace int8_impl;
 
+bool cpu_has_vnni() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vnni") || __builtin_cpu_supports("avxvnni");
+#else
+  return false;
+#endif
+}
+
+namespace int8_impl {
+// The largest sum of two adjacent input channels' |weight code| * 255 (the
+// largest u8 activation code) over every output channel and kernel tap:
+// codes [O, I(/groups), kh, kw] or [O, I]; an odd last channel pairs with 0.
+int64_t pair_bound_of(const torch::Tensor& codes) {
+  torch::Tensor c = codes.to(torch::kInt32).abs();
+  if (c.size(1) % 2 == 1) {
+    std::vector<int64_t> pad(2 * (c.dim() - 2), 0);
+    pad.push_back(0);
+    pad.push_back(1);  // one zero channel at the end of dim 1
+    c = at::constant_pad_nd(c, pad, 0);
+  }
+  std::vector<int64_t> shape{c.size(0), c.size(1) / 2, 2};
+  for (int64_t d = 2; d < c.dim(); ++d) shape.push_back(c.size(d));
+  return 255 * c.reshape(shape).sum(2).max().item<int64_t>();
+}
+}  // namespace int8_impl
+
 void use_onednn_engine() {
   const auto& engines = at::globalContext().supportedQEngines();
   bool has = std::find(engines.begin(), engines.end(), at::kONEDNN) != engines.end();
@@ -147,6 +174,7 @@ struct Step {
   torch::Tensor w_zp;       // int64 [C]
   bool per_channel = false;
   torch::Tensor bias;       // float32 [out] or undefined
+  int64_t pair_bound = 0;   // see Int8StepInfo::pair_bound
   c10::IValue packed;
 };
 }  // namespace int8_impl
@@ -173,6 +201,7 @@ void Int8Model::Impl::prepare() {
     if (s.kernel != Kernel::kConv2d && s.kernel != Kernel::kConv2dRelu &&
         s.kernel != Kernel::kLinear && s.kernel != Kernel::kLinearRelu)
       continue;
+    s.pair_bound = pair_bound_of(s.codes);
     torch::Tensor qw =
         s.per_channel
             ? at::_make_per_channel_quantized_tensor(s.codes, s.w_scale.to(torch::kFloat64),
@@ -498,12 +527,20 @@ const Graph& Int8Model::graph() const {
 std::vector<Int8StepInfo> Int8Model::steps() const {
   require(impl_);
   std::vector<Int8StepInfo> out;
+  const bool vnni = cpu_has_vnni();
   for (size_t i = 0; i < impl_->steps.size(); ++i) {
     const Step& s = impl_->steps[i];
     out.push_back({impl_->graph.nodes()[i].name, info(s.kernel).name, s.has_q, s.scale,
-                   s.zero_point});
+                   s.zero_point, s.pair_bound, s.pair_bound > 32767 && !vnni});
   }
   return out;
+}
+
+std::vector<std::string> Int8Model::saturating_layers() const {
+  std::vector<std::string> names;
+  for (const auto& s : steps())
+    if (s.may_saturate) names.push_back(s.node);
+  return names;
 }
 
 std::string Int8Model::summary() const {
@@ -515,8 +552,13 @@ std::string Int8Model::summary() const {
   for (const auto& s : steps()) {
     os << std::setw(static_cast<int>(w)) << s.node << "  " << std::setw(20) << s.kernel;
     if (s.has_qparams) os << "  " << std::setw(12) << std::setprecision(6) << s.scale << "  " << s.zero_point;
+    if (s.may_saturate) os << "  may saturate (pair sum up to " << s.pair_bound << ")";
     os << "\n";
   }
+  const auto sat = saturating_layers();
+  if (!sat.empty())
+    os << sat.size() << " layer(s) may saturate: this CPU has no VNNI, so onednn adds pairs of"
+       << " u8*s8 products in int16; weights of <= 7 bits run exactly\n";
   return os.str();
 }
 

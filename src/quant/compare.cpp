@@ -246,9 +246,9 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
         // 8/8: the integer model, where the model lowers.
         if (s.wbits == 8 && s.abits == 8) {
           json i8j;
-          if (!all_quantizers_8bit(qm)) {
+          if (!runs_on_int8_kernels(qm)) {
             i8j = {{"status", "n/a"},
-                   {"reason", out.uniform ? "not every quantizer is at 8 bits"
+                   {"reason", out.uniform ? "activations not at 8 bits"
                                           : "non-uniform levels (no integer grid)"}};
           } else {
             try {

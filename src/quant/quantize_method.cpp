@@ -168,12 +168,12 @@ QuantizeOutcome quantize_with_method(GraphModule& fp32, const Dataset& train, co
   return out;
 }
 
-bool all_quantizers_8bit(GraphModule& model) {
+bool runs_on_int8_kernels(GraphModule& model) {
   if (!find_qat_quantizers(model).empty()) return false;
   auto qs = find_quantizers(model);
   if (qs.empty()) return false;
   for (const auto& q : qs)
-    if (q.fq->scheme().bits() != 8) return false;
+    if (q.weight ? q.fq->scheme().bits() > 8 : q.fq->scheme().bits() != 8) return false;
   return true;
 }
 

@@ -29,6 +29,20 @@
 // (lower bit widths are stored exactly as int8 codes). Anything else is a
 // ValueError naming the node and the scheme.
 //
+// Exactness. The kernels accumulate u8 activation codes times s8 weight codes
+// in int32, except on CPUs without VNNI (AVX2 or AVX-512 without the VNNI
+// extension): there onednn multiplies with vpmaddubsw, which adds the
+// products of two adjacent input channels (or linear inputs 2k, 2k+1) into a
+// saturating int16 first. With 8-bit weights and 8-bit activations such a pair
+// can reach 255 * (127 + 127) = 64770 > 32767, and the result then differs from
+// the fake-quant model by many output steps (measured: 9 steps on a lenet5, top-1
+// unchanged). PyTorch's x86/fbgemm default avoids it with 7-bit activations
+// (reduce_range). Here every conv/linear step records the largest pair sum its
+// weight codes allow (Int8StepInfo::pair_bound); saturating_layers() names
+// the layers that may saturate on this CPU. Weights of at most 7 bits
+// (|code| <= 64, pair sum <= 255 * 128 = 32640) never saturate, so W7A8 runs
+// exactly on every CPU.
+//
 // Example:
 //   auto folded = nnopt::fold_batch_norm(model);
 //   nnopt::attach_quantizers(folded, nnopt::QuantConfig());   // W8A8
@@ -56,6 +70,12 @@ struct Int8StepInfo {
   bool has_qparams = false;  ///< whether the kernel writes (or re-quantizes to) scale/zero_point
   double scale = 1;     ///< output scale
   int64_t zero_point = 0;
+  /// conv2d / linear: the largest |u8 code * s8 code| sum of two adjacent input
+  /// channels (2k, 2k+1) the weights allow, with activation codes up to 255;
+  /// 0 for other kernels. Above 32767 the no-VNNI path may saturate.
+  int64_t pair_bound = 0;
+  /// pair_bound > 32767 and this CPU has no VNNI (see "Exactness" above).
+  bool may_saturate = false;
 };
 
 /// A model running on integer kernels. Copies share the prepacked weights.
@@ -77,8 +97,12 @@ class Int8Model {
   const Graph& graph() const;
   /// One entry per graph node, in order.
   std::vector<Int8StepInfo> steps() const;
-  /// Readable table: node, kernel, output scale and zero point.
+  /// Readable table: node, kernel, output scale and zero point; the layers
+  /// that may saturate on this CPU are marked.
   std::string summary() const;
+  /// Names of the conv2d/linear steps whose int16 pair sums may saturate on
+  /// this CPU (empty on VNNI CPUs, and for weights of at most 7 bits).
+  std::vector<std::string> saturating_layers() const;
   /// Bytes of the int8 weights + float biases + per-channel qparams.
   int64_t weight_bytes() const;
 
@@ -115,6 +139,10 @@ class Int8Model {
 /// naming the node for missing or uncalibrated quantizers and for schemes the
 /// engine cannot run.
 Int8Model lower_to_int8(GraphModule& model);
+
+/// Whether this CPU has VNNI (AVX512-VNNI or AVX-VNNI), with which onednn
+/// accumulates u8 x s8 products exactly in int32.
+bool cpu_has_vnni();
 
 /// Makes onednn the global quantized engine (at::globalContext().setQEngine).
 /// ValueError if this LibTorch has no onednn engine.

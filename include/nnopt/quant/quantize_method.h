@@ -126,8 +126,9 @@ struct QuantizeOutcome {
 QuantizeOutcome quantize_with_method(GraphModule& fp32, const Dataset& train, const Dataset* test,
                                      const QuantizeMethodOptions& options);
 
-/// True if the outcome can be lowered to int8 kernels: uniform, and every
-/// weight and activation quantizer at 8 bits.
-bool all_quantizers_8bit(GraphModule& model);
+/// True if the outcome can be lowered to int8 kernels: uniform, every
+/// activation quantizer at 8 bits and every weight quantizer at 2-8 bits
+/// (stored as int8 codes; with <= 7 bits the kernels are exact on every CPU).
+bool runs_on_int8_kernels(GraphModule& model);
 
 }  // namespace nnopt
