@@ -10,8 +10,13 @@
 #     MAC ratio at batch 1 and 64.
 #  2. agp: global magnitude 90 % sparsity, AGP over the first 2/3 of 20
 #     epochs, taught by the unpruned model (same KD spec). Goal: drop <= 0.3 pt.
+#  3. keep (session 10): a structure chosen from measured latencies
+#     (bench_structure_latency, docs/results.md): stage 1 keeps one of its
+#     three blocks, stages 2 and 3 keep 3/4 of their channels (24 and 48);
+#     L1 picks the channels; one shot + the same 15-epoch KD fine-tune; then
+#     bench_prune_latency at 1 and 2 threads.
 # Time (2 quiet cores): search ~50 min, agp ~50 min.
-# Usage: bench/prune_goals_r20.sh [BUILD] [RUNS] [blocks|agp|all]
+# Usage: bench/prune_goals_r20.sh [BUILD] [RUNS] [blocks|keep|agp|all]
 #   (RUNS/r20/model.nnopt is the checkpoint: cp pretrained/resnet20_fmnist.nnopt)
 # Each part is skipped when its result exists; the search resumes from its memo.
 set -e
@@ -30,6 +35,20 @@ if [ "$WHAT" = blocks ] || [ "$WHAT" = all ]; then
   cat "$OUT.txt"
   for thr in 1 2; do
     "$BUILD"/bench_prune_latency "$CK" "$OUT/seed0/search/model.nnopt" $thr 5 20 | tee "$OUT/latency_t$thr.txt"
+  done
+fi
+if [ "$WHAT" = keep ]; then
+  OUT="$RUNS/prune-keep-s4"
+  KEEP="layer1.1.conv1=0,layer1.2.conv1=0,layer2.0.conv2=24,layer2.0.conv1=24,layer2.1.conv1=24,layer2.2.conv1=24"
+  KEEP="$KEEP,layer3.0.conv2=48,layer3.0.conv1=48,layer3.1.conv1=48,layer3.2.conv1=48"
+  if [ ! -f "$OUT/prune.json" ]; then
+    "$BUILD"/nnopt prune "$CK" --criterion l1 --granularity channel --keep "$KEEP" --schedule oneshot \
+      --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-threads 1,2 \
+      --progress lines --out "$OUT" > "$OUT.txt" 2> "$OUT.log" || { tail -3 "$OUT.log"; exit 1; }
+  fi
+  cat "$OUT.txt"
+  for thr in 1 2; do
+    "$BUILD"/bench_prune_latency "$CK" "$OUT/model.nnopt" $thr 5 20 | tee "$OUT/latency_t$thr.txt"
   done
 fi
 if [ "$WHAT" = agp ] || [ "$WHAT" = all ]; then

@@ -109,6 +109,31 @@ TEST_F(PruneCli, UnstructuredAgpWritesACompressedCheckpoint) {
   EXPECT_GT(json::parse(nm.out)["weight_sparsity"].get<double>(), 0.45);
 }
 
+TEST_F(PruneCli, ChannelCountsByGroupDropABranchAndThinAStage) {
+  auto r = prune("--criterion l1 --keep layer1.0.conv1=0,layer3.0.conv2=24 --json --out '" + path_join(dir_, "k") + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_LT(j["after"]["macs"].get<double>(), j["before"]["macs"].get<double>());
+  GraphModule m = load_model(path_join(dir_, "k/model.nnopt"));
+  EXPECT_FALSE(m->graph().contains("layer1.0.conv1"));
+  EXPECT_EQ(m->graph().node("layer3.0.conv2").shape[0], 24);
+  json info = json::parse(read_file(path_join(dir_, "k/prune.json")));
+  EXPECT_EQ(info["keep"], "layer1.0.conv1=0,layer3.0.conv2=24");
+  EXPECT_EQ(info["target"], "keep");
+  std::string out = " --out '" + path_join(dir_, "kx") + "'";
+  expect_one_line_errors([&](const std::string& args) { return prune(args + out); },
+                         {
+                             {"--keep layer1.0.conv1=4 --target macs=0.5", "give either --keep or --target"},
+                             {"--keep layer1.0.conv1=4 --schedule agp --finetune-epochs 1", "needs --granularity channel and --schedule oneshot"},
+                             {"--keep layer1.0.conv1", "is not GROUP=COUNT"},
+                             {"--keep layer1.0.conv1=-2", "is not a channel count >= 0"},
+                             {"--keep layer1.0.conv1=2,layer1.0.conv1=3", "names group 'layer1.0.conv1' twice"},
+                             {"--keep layer9.conv1=2", "no channel group 'layer9.conv1' in the model (groups: conv1,"},
+                             {"--keep conv1=0", "group 'conv1' cannot keep 0 channels"},
+                             {"--keep conv1=99", "cannot keep 99"},
+                         });
+}
+
 TEST_F(PruneCli, BadRequestsAreOneLineErrors) {
   std::string out = " --out '" + path_join(dir_, "x") + "'";
   expect_one_line_errors([&](const std::string& args) { return prune(args + out); },

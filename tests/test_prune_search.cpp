@@ -53,6 +53,33 @@ TEST(PruneSearch, StructureKeepsTheHighestScoringChannels) {
   EXPECT_THROW_MSG(plan_for_structure(deps, scores, {11}, 10), ValueError, "outside 0..10");
 }
 
+// Channel counts given by name (nnopt prune --keep): the same choice of
+// channels as a structure, and errors that name the group.
+TEST(PruneSearch, ChannelCountsKeepTheHighestScoringChannels) {
+  Graph g;
+  g.input("input", {1, 4, 4});
+  g.conv2d("a", "input", 10, 1);
+  g.conv2d("b", "a", 3, 1);
+  DependencyGraph deps(g);
+  std::vector<torch::Tensor> scores = {torch::tensor({5., 9., 1., 7., 3., 8., 2., 6., 4., 0.}, torch::kDouble)};
+  EXPECT_EQ(plan_keeping(deps, scores, {{"a", 3}}).remove.at("a"),
+            (std::vector<int64_t>{0, 2, 4, 6, 7, 8, 9}));  // keeps the scores 9, 8, 7
+  EXPECT_TRUE(plan_keeping(deps, scores, {}).remove.empty());
+  EXPECT_TRUE(plan_keeping(deps, scores, {{"a", 10}}).remove.empty());
+  EXPECT_THROW_MSG(plan_keeping(deps, scores, {{"zz", 3}}), ValueError, "no channel group 'zz' in the model (groups: a)");
+  EXPECT_THROW_MSG(plan_keeping(deps, scores, {{"a", 11}}), ValueError, "group 'a' has 10 channels, cannot keep 11");
+  EXPECT_THROW_MSG(plan_keeping(deps, scores, {{"a", 0}}), ValueError, "group 'a' cannot keep 0 channels");
+  // On resnet20 a branch may go: the block's convs leave the graph.
+  torch::manual_seed(0);
+  GraphModule m(build_model("resnet20"));
+  DependencyGraph rd(m->graph());
+  auto rs = make_importance("l1")->score(m, rd, {});
+  Graph small = prune_graph(rd, plan_keeping(rd, rs, {{"layer1.1.conv1", 0}, {"layer2.0.conv2", 24}}));
+  EXPECT_FALSE(small.contains("layer1.1.conv1"));
+  EXPECT_TRUE(small.contains("layer1.2.conv1"));
+  EXPECT_EQ(small.node("layer2.0.conv2").shape[0], 24);
+}
+
 // Random structures (initial colony, scouts) are filled up to the budget: with
 // a fitness that never prefers anything, the first source stays best, and no
 // group of it can be raised one level without breaking the budget.

@@ -3,13 +3,16 @@
 // model's parameters, MACs, size and measured latency before and after.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
 #include "nnopt/core/error.h"
 #include "nnopt/core/file_util.h"
 #include "nnopt/core/runtime.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/core/table.h"
 #include "nnopt/data/dataset.h"
 #include "nnopt/deploy/conv_tuning.h"
@@ -22,6 +25,7 @@
 #include "nnopt/prune/measure.h"
 #include "nnopt/prune/schedule.h"
 #include "nnopt/prune/sparse_checkpoint.h"
+#include "nnopt/prune/structure_search.h"
 #include "nnopt/prune/surgery.h"
 #include "nnopt/prune/target.h"
 #include "nnopt/prune/unstructured.h"
@@ -38,6 +42,7 @@ struct PruneArgs {
   int64_t latency_batch = 1, latency_rounds = 3, latency_repeats = 20, channel_multiple = 1;
   std::string latency_threads;  // "1,2"; empty = as --threads
   std::string distill;          // loss spec, e.g. "kd:T=4,alpha=0.9"; empty = no teacher
+  std::string keep;             // "group=N,...": channel counts instead of a target
   double max_group_ratio = 0.9, ramp_fraction = 0.67, bn_l1 = 0;
   bool per_layer = false;
 };
@@ -62,6 +67,24 @@ int64_t nonzero_params(GraphModule& m) {
   return m->graph().num_params() - zeros;
 }
 
+// "--keep layer1.1.conv1=0,layer2.0.conv2=24" -> {group: count}.
+std::map<std::string, int64_t> parse_keep(const std::string& spec) {
+  std::map<std::string, int64_t> keep;
+  for (const std::string& item : split(spec, ',')) {
+    const auto eq = item.find('=');
+    NNOPT_CHECK(eq != std::string::npos && eq > 0, ValueError, "prune: --keep item '", item,
+                "' is not GROUP=COUNT");
+    const std::string v = item.substr(eq + 1);
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    NNOPT_CHECK(!v.empty() && end == v.c_str() + v.size() && n >= 0, ValueError, "prune: --keep item '", item,
+                "': '", v, "' is not a channel count >= 0");
+    NNOPT_CHECK(keep.emplace(item.substr(0, eq), n).second, ValueError, "prune: --keep names group '",
+                item.substr(0, eq), "' twice");
+  }
+  return keep;
+}
+
 void check_args(const PruneArgs& a) {
   const bool unstructured = a.granularity == "unstructured", nm = a.granularity == "2:4";
   if (a.criterion == "magnitude") {
@@ -81,9 +104,14 @@ void check_args(const PruneArgs& a) {
       NNOPT_CHECK(t.kind == TargetKind::kSparsity && std::abs(t.value - 0.5) < 1e-9, ValueError,
                   "prune: 2:4 pruning has sparsity 0.5 by definition; drop --target ", a.target);
     }
+  } else if (!a.keep.empty()) {
+    NNOPT_CHECK(a.granularity == "channel" && a.schedule == "oneshot", ValueError,
+                "prune: --keep sets channel counts; it needs --granularity channel and --schedule oneshot");
+    NNOPT_CHECK(a.target.empty(), ValueError, "prune: give either --keep or --target, not both");
+    parse_keep(a.keep);
   } else {
     NNOPT_CHECK(!a.target.empty(), ValueError,
-                "prune: --target KIND=VALUE is required (sparsity, params, macs or latency)");
+                "prune: --target KIND=VALUE is required (sparsity, params, macs or latency), or --keep");
     PruneTarget t = PruneTarget::parse(a.target);
     NNOPT_CHECK(!unstructured || (t.kind != TargetKind::kMacs && t.kind != TargetKind::kLatency), ValueError,
                 "prune: --target ", a.target,
@@ -149,6 +177,9 @@ void register_prune(CLI::App& app, Runner& run) {
                   "first one fills the table");
   sub->add_option("--latency-repeats", a.latency_repeats, "timed runs per latency measurement (median)")
       ->check(CLI::Range(3, 100000));
+  sub->add_option("--keep", a.keep,
+                  "channel counts per dependency group instead of a target, e.g. layer1.1.conv1=0,layer2.0.conv2=24 "
+                  "(the criterion picks which channels stay; 0 removes a residual branch; other groups keep all)");
   sub->add_option("--distill", a.distill,
                   "fine-tune with the unpruned model as teacher, with this logit loss (e.g. kd:T=4,alpha=0.9)");
   add_finetune_options(sub, t);  // the recipe: SGD, cosine LR
@@ -188,7 +219,7 @@ void register_prune(CLI::App& app, Runner& run) {
       before.acc = evaluate(orig, test, t.eval_batch_size()).accuracy;
       std::cerr << "nnopt prune: " << a.checkpoint << " (" << before.params << " params, "
                 << before.macs << " MACs, test accuracy " << pct(before.acc) << "), " << a.granularity
-                << " / " << a.criterion << " / " << (a.target.empty() ? "sparsity=0.5" : a.target) << " / "
+                << " / " << a.criterion << " / " << (!a.keep.empty() ? "keep " + a.keep : a.target.empty() ? "sparsity=0.5" : a.target) << " / "
                 << a.schedule << ", " << a.finetune_epochs << " fine-tune epochs, " << threads()
                 << " threads, out " << c.out << "\n";
 
@@ -217,7 +248,7 @@ void register_prune(CLI::App& app, Runner& run) {
       const int64_t freq = a.prune_frequency > 0 ? a.prune_frequency : std::max<int64_t>(1, spe / 4);
 
       json info = {{"criterion", a.criterion}, {"granularity", a.granularity},
-                   {"target", a.target.empty() ? "sparsity=0.5" : a.target}, {"schedule", a.schedule},
+                   {"target", !a.keep.empty() ? "keep" : a.target.empty() ? "sparsity=0.5" : a.target}, {"schedule", a.schedule},
                    {"finetune_epochs", a.finetune_epochs}, {"source", a.checkpoint}};
       if (!a.distill.empty()) info["distill"] = a.distill;
       GraphModule pruned = nullptr;
@@ -232,7 +263,10 @@ void register_prune(CLI::App& app, Runner& run) {
         TargetKind metric = target.kind;
         double final_value = target.value;
         ChannelPlan first_plan;
-        if (target.kind == TargetKind::kLatency || a.schedule == "oneshot") {
+        if (!a.keep.empty()) {
+          first_plan = plan_keeping(deps, imp->score(model, deps, idata), parse_keep(a.keep));
+          info["keep"] = a.keep;
+        } else if (target.kind == TargetKind::kLatency || a.schedule == "oneshot") {
           auto sol = solve_channel_target(deps, imp->score(model, deps, idata), target, popt);
           first_plan = sol.plan;
           if (target.kind == TargetKind::kLatency) {

@@ -6,6 +6,7 @@
 #include <random>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/strings.h"
 
 namespace nnopt {
 
@@ -19,27 +20,64 @@ void StructureSearchOptions::validate() const {
               "structure search: max_macs_ratio must be in (0, 1], got ", max_macs_ratio());
 }
 
+namespace {
+// Removes, in each group, all but keep[g] channels, lowest scores first.
+ChannelPlan plan_from_counts(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
+                             const std::vector<int64_t>& keep) {
+  const auto& groups = deps.groups();
+  ChannelPlan plan;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const int64_t size = groups[g].size();
+    if (keep[g] >= size) continue;
+    auto order = std::get<1>(scores[g].to(torch::kDouble).sort(0, /*descending=*/false));  // ascending
+    std::vector<int64_t> v(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + (size - keep[g]));
+    std::sort(v.begin(), v.end());
+    plan.remove[groups[g].name] = v;
+  }
+  return plan;
+}
+}  // namespace
+
 ChannelPlan plan_for_structure(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
                                const Structure& s, int64_t levels) {
   const auto& groups = deps.groups();
   NNOPT_CHECK(s.size() == groups.size() && scores.size() == groups.size(), ValueError,
               "structure search: structure has ", s.size(), " levels and ", scores.size(),
               " score tensors for ", groups.size(), " groups");
-  ChannelPlan plan;
+  std::vector<int64_t> keep(groups.size());
   for (size_t g = 0; g < groups.size(); ++g) {
     NNOPT_CHECK(s[g] >= 0 && s[g] <= levels, ValueError, "structure search: level ", s[g], " of group '",
                 groups[g].name, "' is outside 0..", levels);
     NNOPT_CHECK(s[g] > 0 || groups[g].removable(), ValueError, "structure search: level 0 of group '",
                 groups[g].name, "': only a residual branch's inner width can go to zero");
-    int64_t size = groups[g].size();
-    int64_t keep = s[g] == 0 ? 0 : std::max<int64_t>(1, (s[g] * size + levels - 1) / levels);
-    if (keep >= size) continue;
-    auto order = std::get<1>(scores[g].to(torch::kDouble).sort(0, /*descending=*/false));  // ascending
-    std::vector<int64_t> v(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + (size - keep));
-    std::sort(v.begin(), v.end());
-    plan.remove[groups[g].name] = v;
+    const int64_t size = groups[g].size();
+    keep[g] = s[g] == 0 ? 0 : std::max<int64_t>(1, (s[g] * size + levels - 1) / levels);
   }
-  return plan;
+  return plan_from_counts(deps, scores, keep);
+}
+
+ChannelPlan plan_keeping(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
+                         const std::map<std::string, int64_t>& keep) {
+  const auto& groups = deps.groups();
+  NNOPT_CHECK(scores.size() == groups.size(), ValueError, "channel counts: ", scores.size(),
+              " score tensors for ", groups.size(), " groups");
+  std::vector<int64_t> counts(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) counts[g] = groups[g].size();
+  for (const auto& [name, k] : keep) {
+    size_t g = 0;
+    while (g < groups.size() && groups[g].name != name) ++g;
+    if (g == groups.size()) {
+      std::string known;
+      for (const auto& grp : groups) known += (known.empty() ? "" : ", ") + grp.name;
+      throw ValueError(str_cat("channel counts: no channel group '", name, "' in the model (groups: ", known, ")"));
+    }
+    NNOPT_CHECK(k >= 0 && k <= groups[g].size(), ValueError, "channel counts: group '", name, "' has ",
+                groups[g].size(), " channels, cannot keep ", k);
+    NNOPT_CHECK(k > 0 || groups[g].removable(), ValueError, "channel counts: group '", name,
+                "' cannot keep 0 channels: only a residual branch's inner width can go");
+    counts[g] = k;
+  }
+  return plan_from_counts(deps, scores, counts);
 }
 
 StructureSearchResult abc_structure_search(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,

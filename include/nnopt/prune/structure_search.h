@@ -36,6 +36,7 @@
 #include <torch/arg.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,13 @@ using Structure = std::vector<int64_t>;
 /// The plan that keeps, in each group, ceil(level / levels * size) channels with the highest scores.
 ChannelPlan plan_for_structure(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
                                const Structure& s, int64_t levels);
+
+/// The plan that keeps keep[name] channels (the highest-scoring) of each named
+/// group; groups not named keep all theirs. 0 removes a residual branch
+/// (DependencyGroup::removable). ValueError naming an unknown group (and
+/// listing the model's groups) or a count outside 0..size.
+ChannelPlan plan_keeping(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
+                         const std::map<std::string, int64_t>& keep);
 
 struct StructureSearchResult {
   Structure best;
