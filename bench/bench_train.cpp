@@ -2,6 +2,9 @@
 // Usage: bench_train MODEL BATCHES BATCH_SIZE THREADS [DATA_DIR]
 // Runs the real Trainer (loader, forward, loss, backward, SGD step, metrics) for
 // two epochs of BATCHES batches; the first warms up, the second is reported.
+// NNOPT_MEMORY_FORMAT=contiguous|channels_last overrides the Trainer's
+// activation memory order (default channels_last).
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -27,12 +30,14 @@ int main(int argc, char** argv) {
   TrainOptions opt(2);
   opt.batch_size(batch_size).max_batches(batches).lr(0.05).nesterov(true).schedule("constant")
       .progress("off");
+  if (const char* f = std::getenv("NNOPT_MEMORY_FORMAT")) opt.memory_format(f);
   Trainer t(model, opt);
   TrainResult r = t.fit(train);
   const EpochMetrics& e = r.history.back();
   nlohmann::json j = {{"impl", "nnopt"},
                       {"model", model_name},
                       {"threads", threads},
+                      {"memory_format", opt.memory_format()},
                       {"batch_size", batch_size},
                       {"images", e.steps * batch_size},
                       {"seconds", e.seconds},

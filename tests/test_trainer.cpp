@@ -66,6 +66,8 @@ TEST(Trainer, OptionErrors) {
   EXPECT_THROW_MSG(TrainOptions(1).optimizer("rmsprop").validate(), ValueError, "'rmsprop'");
   EXPECT_THROW_MSG(TrainOptions(1).label_smoothing(1.0).validate(), ValueError, "label_smoothing");
   EXPECT_THROW_MSG(TrainOptions(1).resume(true).validate(), ValueError, "resume needs");
+  EXPECT_THROW_MSG(TrainOptions(1).memory_format("nhwc").validate(), ValueError,
+                   "memory_format must be channels_last or contiguous, got 'nhwc'");
 }
 
 TEST(Trainer, LearnsSyntheticData) {
@@ -85,6 +87,26 @@ TEST(Trainer, LearnsSyntheticData) {
     Trainer t2(m2, quick(2).optimizer(opt).lr(0.01));
     EXPECT_GT(t2.fit(train, &test).final_val_acc, 0.8) << opt;
   }
+}
+
+// The two memory orders train alike (same losses and weights up to float
+// rounding), and the order is the fit's own: the caller's model is left as it was.
+TEST(Trainer, ChannelsLastTrainsLikeContiguous) {
+  Dataset train = make_synthetic(256, {1, 8, 8}, 4, 1);
+  std::vector<TrainResult> r;
+  std::vector<GraphModule> ms;
+  for (const char* fmt : {"contiguous", "channels_last"}) {
+    GraphModule m = tiny_model(3);
+    Trainer t(m, quick(2).memory_format(fmt));
+    r.push_back(t.fit(train));
+    EXPECT_FALSE(m->channels_last()) << fmt;
+    ms.push_back(m);
+  }
+  for (size_t e = 0; e < 2; ++e)
+    EXPECT_NEAR(r[0].history[e].train_loss, r[1].history[e].train_loss, 1e-4) << "epoch " << e;
+  auto a = ms[0]->state(), b = ms[1]->state();
+  for (const auto& [k, v] : a)
+    if (v.is_floating_point()) EXPECT_TRUE(torch::allclose(v, b.at(k), 1e-3, 1e-4)) << k;
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #include "nnopt/ir/graph.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/nn/graph_module.h"
+#include "nnopt/prune/unstructured.h"
 #include "test_paths.h"
 
 using namespace nnopt;
@@ -237,6 +238,80 @@ TEST(ZooForward, ReluBeforeMaxPoolReorderedWithSameValuesAndGradients) {
     for (size_t i = 0; i < reordered.size(); ++i)
       EXPECT_TRUE(torch::allclose(reordered[i], written[i], 1e-5, 1e-6)) << "tensor " << i;
     EXPECT_GT(written[1].abs().sum().item<float>(), 0.0f);
+  }
+}
+
+// Channels-last execution (GraphModule::set_channels_last, the Trainer's
+// default) gives the contiguous run's outputs and gradients, in training mode
+// (batch statistics, in-place ReLUs, residual adds, 1x1 convs, the flatten
+// before a linear layer) and in eval mode, on both conv kernels.
+TEST(ZooForward, ChannelsLastGivesTheSameValuesAndGradients) {
+  {  // grouped convs keep NCHW (see GraphModuleImpl::set_channels_last)
+    GraphModule mb(build_model("mobilenetv2", options({1, 28, 28}, 0.5)));
+    mb->set_channels_last(true);
+    EXPECT_FALSE(mb->channels_last());
+  }
+  // resnet8 at width 0.25: 1x1 stride-2 shortcut convs of 4 -> 8 and 8 -> 16
+  // channels, whose NHWC weight gradient LibTorch 1.13 got wrong (see run()).
+  const std::vector<std::pair<std::string, double>> cases = {
+      {"lenet5", 1.0}, {"resnet8", 1.0}, {"resnet8", 0.25}, {"vgg-small", 1.0}};
+  for (const auto& [name, width] : cases) {
+    SCOPED_TRACE(name + " width " + std::to_string(width));
+    torch::manual_seed(6);
+    GraphModule m(build_model(name, options({1, 28, 28}, width)));
+    torch::Tensor x = torch::randn({8, 1, 28, 28});
+    auto run = [&](bool cl, bool train) {
+      m->set_channels_last(cl);
+      m->train(train);
+      for (auto& p : m->parameters()) p.mutable_grad().reset();
+      torch::Tensor y = m->forward(x);
+      std::vector<torch::Tensor> g{y.detach().contiguous()};
+      if (train) {
+        (y * torch::linspace(-1, 1, y.numel()).view(y.sizes())).sum().backward();
+        for (auto& p : m->parameters()) {
+          // What FusedSGD's one-pass update needs: the same element order.
+          for (int64_t d = 0; d < p.dim(); ++d)
+            if (p.size(d) > 1) EXPECT_EQ(p.grad().stride(d), p.stride(d)) << "dim " << d;
+          g.push_back(p.grad().contiguous());
+        }
+      }
+      return g;
+    };
+    for (bool train : {true, false}) {
+      // Batch statistics move the running buffers in training mode: restore them between runs.
+      TensorMap saved;
+      for (const auto& [k, v] : m->state()) saved[k] = v.clone();
+      auto plain = run(false, train);
+      m->load_state(saved);
+      auto cl = run(true, train);
+      m->load_state(saved);
+      ASSERT_EQ(plain.size(), cl.size());
+      for (size_t i = 0; i < plain.size(); ++i)
+        EXPECT_TRUE(torch::allclose(plain[i], cl[i], 1e-4, 1e-5))
+            << (train ? "train" : "eval") << " tensor " << i << " max diff "
+            << (plain[i] - cl[i]).abs().max().item<float>();
+    }
+    // It really ran in that order: the output of a conv with more than one
+    // input channel is NHWC (a 1-channel tensor is NCHW and NHWC at once).
+    std::string conv;
+    for (const auto& n : m->graph().nodes())
+      if (n.op == OpKind::kConv2d && conv.empty() && m->node_module(n.name).weight.size(1) > 1)
+        conv = n.name;
+    ASSERT_FALSE(conv.empty());
+    TensorMap out;
+    m->forward(x, {conv}, out);
+    EXPECT_TRUE(out.at(conv).is_contiguous(at::MemoryFormat::ChannelsLast));
+    m->set_channels_last(false);
+    for (auto& p : m->parameters()) EXPECT_TRUE(p.is_contiguous());
+    // A weight transform (mask, quantizer) switches the order back to NCHW,
+    // and a graph that has one stays NCHW (see set_channels_last).
+    m->set_channels_last(true);
+    ASSERT_TRUE(m->channels_last());
+    m->set_weight_transform(conv, std::make_shared<MaskTransformImpl>(torch::ones_like(m->node_module(conv).weight)));
+    EXPECT_FALSE(m->channels_last());
+    for (auto& p : m->parameters()) EXPECT_TRUE(p.is_contiguous());
+    m->set_channels_last(true);
+    EXPECT_FALSE(m->channels_last());
   }
 }
 

@@ -79,6 +79,9 @@ void add_train_options(CLI::App* app, TrainOptions& t, std::string& milestones,
   app->add_option("--val-size", val_size,
                   "hold out N training samples for validation (0: validate on the test split)")
       ->check(CLI::NonNegativeNumber);
+  app->add_option("--memory-format", t.memory_format(),
+                  "activation memory order while training: channels_last or contiguous")
+      ->check(CLI::IsMember({"channels_last", "contiguous"}));
   app->add_option("--max-batches", t.max_batches(), "batches per epoch at most (0 = all)")
       ->check(CLI::NonNegativeNumber);
   app->add_flag("--resume", t.resume(), "continue from OUT/checkpoint.nnopt");

@@ -15,9 +15,11 @@ torch::Tensor conv_forward(const torch::Tensor& x, const torch::Tensor& w, const
   const bool plain = a.groups == 1 && a.dilation[0] == 1 && a.dilation[1] == 1;
   if (k == ConvKernel::kNative && plain)
     return at::thnn_conv2d(x, w, {w.size(2), w.size(3)}, b, ivec(a.stride), ivec(a.padding));
-  if (k == ConvKernel::kOnednn && x.scalar_type() == at::kFloat && at::hasMKLDNN())
-    return at::mkldnn_convolution(x.contiguous(), w.contiguous(), b, ivec(a.padding), ivec(a.stride),
+  if (k == ConvKernel::kOnednn && x.scalar_type() == at::kFloat && at::hasMKLDNN()) {
+    const auto fmt = x.suggest_memory_format();  // input and weight in one order (see run())
+    return at::mkldnn_convolution(x.contiguous(fmt), w.contiguous(fmt), b, ivec(a.padding), ivec(a.stride),
                                   ivec(a.dilation), a.groups);
+  }
   return at::conv2d(x, w, b, ivec(a.stride), ivec(a.padding), ivec(a.dilation), a.groups);
 }
 }  // namespace
@@ -137,6 +139,7 @@ void GraphModuleImpl::set_weight_transform(const std::string& node, TransformPtr
   const Node& n = graph_.node(node);
   NNOPT_CHECK(n.op == OpKind::kConv2d || n.op == OpKind::kLinear, GraphError, "node '", node,
               "' (", op_name(n.op), "): weight transforms apply to conv2d and linear only");
+  if (t && channels_last_) set_channels_last(false);  // see set_channels_last
   auto& m = node_module(node);
   if (m.weight_transform) m.unregister_module("weight_transform");
   m.weight_transform = t;
@@ -144,10 +147,28 @@ void GraphModuleImpl::set_weight_transform(const std::string& node, TransformPtr
 }
 
 void GraphModuleImpl::set_activation_transform(const std::string& node, TransformPtr t) {
+  if (t && channels_last_) set_channels_last(false);  // see set_channels_last
   auto& m = node_module(node);
   if (m.act_transform) m.unregister_module("act_transform");
   m.act_transform = t;
   if (t) m.register_module("act_transform", t);
+}
+
+void GraphModuleImpl::set_channels_last(bool on) {
+  for (size_t i = 0; i < mods_.size(); ++i) {  // see the header
+    const Node& n = graph_.nodes()[i];
+    if (n.op == OpKind::kConv2d && n.as<Conv2dAttrs>().groups > 1) on = false;
+    if (mods_[i]->weight_transform || mods_[i]->act_transform) on = false;
+  }
+  const auto fmt = on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < mods_.size(); ++i) {
+    torch::Tensor& w = mods_[i]->weight;
+    // 1x1 weights stay NCHW: run() convolves them NCHW (see there).
+    if (graph_.nodes()[i].op == OpKind::kConv2d && w.defined() && w.dim() == 4 && w.size(2) * w.size(3) > 1)
+      w.set_data(w.contiguous(fmt));  // the same parameter (optimizer state stays attached)
+  }
+  channels_last_ = on;
 }
 
 torch::Tensor GraphModuleImpl::effective_weight(const std::string& node) {
@@ -186,12 +207,26 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
     torch::Tensor y;
     switch (n.op) {
       case OpKind::kInput:
-        y = x;
+        y = channels_last_ && x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
         break;
       case OpKind::kConv2d: {
         const auto& a = n.as<Conv2dAttrs>();
         auto w = m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
-        y = conv_forward(in0(), w, m.bias, a, m.conv_kernel);
+        if (!channels_last_) {
+          y = conv_forward(in0(), w, m.bias, a, m.conv_kernel);
+        } else if (w.size(2) == 1 && w.size(3) == 1) {
+          // A 1x1 weight's strides pass for both orders, and LibTorch 1.13's
+          // convolution_backward then mixes them: with an NHWC input its
+          // weight gradient was wrong (4->8 channels, stride 2: off by 29)
+          // and it wrote past the buffer (the double free of session 8's
+          // QAT tests). Such a conv runs NCHW; its output goes back to NHWC.
+          y = conv_forward(in0().contiguous(), w.contiguous(), m.bias, a, m.conv_kernel)
+                  .contiguous(at::MemoryFormat::ChannelsLast);
+        } else {
+          // Input and weight both NHWC (a no-op once the order is NHWC).
+          y = conv_forward(in0().contiguous(at::MemoryFormat::ChannelsLast),
+                           w.contiguous(at::MemoryFormat::ChannelsLast), m.bias, a, m.conv_kernel);
+        }
         break;
       }
       case OpKind::kLinear: {

@@ -9,6 +9,16 @@ namespace nnopt {
 namespace {
 // Elements per parallel chunk: small tensors run on the calling thread.
 constexpr int64_t kGrain = 32768;
+
+// Both dense and in the same element order (strides may differ only along
+// size-1 dimensions, e.g. NHWC weights of a 1x1 conv), so one index walks both.
+bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.sizes() != b.sizes() || !a.is_non_overlapping_and_dense() || !b.is_non_overlapping_and_dense())
+    return false;
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  return true;
+}
 }  // namespace
 
 torch::Tensor FusedSGD::step(LossClosure closure) {
@@ -29,7 +39,7 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
       auto it = state_.find(key);
       const bool first = it == state_.end();
       const bool fusable = p.scalar_type() == torch::kFloat32 && g.scalar_type() == torch::kFloat32 &&
-                           p.is_contiguous() && g.is_contiguous() && !g.is_sparse() && p.device().is_cpu();
+                           !g.is_sparse() && same_layout(p, g) && p.device().is_cpu();
       if (!fusable) {
         // The op-by-op formula of torch::optim::SGD.
         torch::Tensor d = g;
@@ -56,12 +66,13 @@ torch::Tensor FusedSGD::step(LossClosure closure) {
       if (momentum != 0) {
         if (first) {
           auto s = std::make_unique<torch::optim::SGDParamState>();
-          s->momentum_buffer(torch::empty_like(p, torch::MemoryFormat::Contiguous));
+          s->momentum_buffer(torch::empty_like(p));  // p's strides: one index walks all three
           b = s->momentum_buffer().data_ptr<float>();
           state_[key] = std::move(s);
         } else {
           torch::Tensor& buf = static_cast<torch::optim::SGDParamState&>(*it->second).momentum_buffer();
-          if (!buf.is_contiguous() || buf.scalar_type() != torch::kFloat32) buf = buf.contiguous().to(torch::kFloat32);
+          if (!same_layout(buf, p) || buf.scalar_type() != torch::kFloat32)
+            buf = torch::empty_like(p).copy_(buf);  // e.g. loaded NCHW, parameter now NHWC
           b = buf.data_ptr<float>();
         }
       }

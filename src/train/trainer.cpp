@@ -35,7 +35,8 @@ json train_options_json(const TrainOptions& o) {
           {"crop_padding", o.crop_padding()},
           {"hflip", o.hflip()},
           {"seed", o.seed()},
-          {"max_batches", o.max_batches()}};  // prefetch and progress do not change results
+          {"max_batches", o.max_batches()},
+          {"memory_format", o.memory_format()}};  // prefetch and progress do not change results
 }
 
 namespace {
@@ -118,6 +119,8 @@ void TrainOptions::validate() const {
               "warmup_epochs must be in [0, epochs], got ", warmup_epochs());
   NNOPT_CHECK(label_smoothing() >= 0 && label_smoothing() < 1, ValueError,
               "label_smoothing must be in [0, 1), got ", label_smoothing());
+  NNOPT_CHECK(memory_format() == "channels_last" || memory_format() == "contiguous", ValueError,
+              "memory_format must be channels_last or contiguous, got '", memory_format(), "'");
   NNOPT_CHECK(crop_padding() >= 0, ValueError, "crop_padding must be >= 0, got ", crop_padding());
   NNOPT_CHECK(max_batches() >= 0, ValueError, "max_batches must be >= 0, got ", max_batches());
   NNOPT_CHECK(!resume() || !out_dir().empty(), ValueError, "resume needs an output folder");
@@ -261,6 +264,13 @@ TrainResult Trainer::fit(const Dataset& train, const Dataset* val) {
   TrainResult result;
   double t_start = now_seconds();
   optimizer_ = make_optimizer();
+  // The memory order holds for this fit only: the caller shares the model.
+  struct FormatGuard {
+    GraphModule m;
+    bool before;
+    ~FormatGuard() { m->set_channels_last(before); }
+  } format_guard{model_, model_->channels_last()};
+  model_->set_channels_last(opt_.memory_format() == "channels_last");
 
   LoaderOptions lo;
   lo.batch_size = opt_.batch_size();

@@ -76,6 +76,11 @@ struct TrainOptions {
   /// 2-core machine the extra thread competes with the compute threads
   /// (lenet5, batch 128: 18.4k img/s without, 14.5k with; docs/results.md).
   TORCH_ARG(bool, prefetch) = false;
+  /// Memory order of the activations while training and validating:
+  /// "channels_last" (NHWC; onednn convolves without reordering every
+  /// activation, measured faster in docs/results.md) or "contiguous" (NCHW,
+  /// LibTorch's default). Values agree up to float rounding.
+  TORCH_ARG(std::string, memory_format) = "channels_last";
   /// Stop each epoch after this many batches (0 = all); for quick runs and tests.
   TORCH_ARG(int64_t, max_batches) = 0;
 
