@@ -40,11 +40,19 @@ TEST(PruneSearch, BeeColonyApproachesAKnownOptimumWithinTheMacBudget) {
   EXPECT_THROW_MSG(StructureSearchOptions().colony(1).validate(), ValueError, "colony must be >= 2");
 }
 
-TEST(PruneSearch, StructureKeepsTheHighestScoringChannels) {
+namespace {
+// One group "a" of 10 channels (conv a -> conv b).
+Graph ten_channel_group() {
   Graph g;
   g.input("input", {1, 4, 4});
   g.conv2d("a", "input", 10, 1);
   g.conv2d("b", "a", 3, 1);
+  return g;
+}
+}  // namespace
+
+TEST(PruneSearch, StructureKeepsTheHighestScoringChannels) {
+  const Graph g = ten_channel_group();
   DependencyGraph deps(g);
   std::vector<torch::Tensor> scores = {torch::arange(10, 0, -1, torch::kDouble)};  // channel 0 best
   auto p = plan_for_structure(deps, scores, {3}, 10);  // keep 3 of 10
@@ -56,10 +64,7 @@ TEST(PruneSearch, StructureKeepsTheHighestScoringChannels) {
 // Channel counts given by name (nnopt prune --keep): the same choice of
 // channels as a structure, and errors that name the group.
 TEST(PruneSearch, ChannelCountsKeepTheHighestScoringChannels) {
-  Graph g;
-  g.input("input", {1, 4, 4});
-  g.conv2d("a", "input", 10, 1);
-  g.conv2d("b", "a", 3, 1);
+  const Graph g = ten_channel_group();
   DependencyGraph deps(g);
   std::vector<torch::Tensor> scores = {torch::tensor({5., 9., 1., 7., 3., 8., 2., 6., 4., 0.}, torch::kDouble)};
   EXPECT_EQ(plan_keeping(deps, scores, {{"a", 3}}).remove.at("a"),
