@@ -7,7 +7,8 @@
 // Usage: bench_qat --model runs/r20/model.nnopt --method lsq --wbits 4 --abits 4
 //                  [--epochs 5] [--lr 0.01] [--wd 1e-4] [--batch 128] [--kd 0|1]
 //                  [--kd-spec kd:T=4,alpha=0.5] [--calib 8] [--act-observer mse]
-//                  [--first-last 8] [--limit 0] [--threads 2] [--out DIR]
+//                  [--first-last 8] [--memory-format channels_last|contiguous] [--limit 0]
+//                  [--threads 2] [--out DIR]
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
       {"model", "/work/runs/r20/model.nnopt"}, {"method", "lsq"}, {"wbits", "4"},
       {"abits", "4"}, {"epochs", "5"}, {"lr", "0.01"}, {"wd", "1e-4"}, {"batch", "128"},
       {"kd", "0"}, {"kd-spec", "kd:T=4,alpha=0.5"}, {"calib", "8"}, {"act-observer", "mse"},
-      {"first-last", "8"}, {"limit", "0"}, {"threads", "2"}, {"out", ""}, {"progress", "lines"}};
+      {"first-last", "8"}, {"memory-format", "channels_last"}, {"limit", "0"}, {"threads", "2"}, {"out", ""}, {"progress", "lines"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || !a.count(k.substr(2))) {
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
                     .out_dir(a["out"])
                     // An interrupted run continues from OUT/checkpoint.nnopt (same seed, same result).
                     .resume(!a["out"].empty() && path_exists(path_join(a["out"], "checkpoint.nnopt")))
+                    .memory_format(a["memory-format"])
                     .progress(a["progress"]);
     double t0 = now_seconds();
     TrainResult r = run_qat(m, train, &test, q, a["kd"] == "1" ? fp32 : GraphModule(nullptr));
