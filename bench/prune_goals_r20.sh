@@ -17,7 +17,7 @@
 #     bench_prune_latency at 1 and 2 threads.
 # Time (2 quiet cores): search ~50 min, agp ~50 min.
 # Usage: bench/prune_goals_r20.sh [BUILD] [RUNS] [blocks|keep|agp|all]
-#   (RUNS/r20/model.nnopt is the checkpoint: cp pretrained/resnet20_fmnist.nnopt)
+#   (RUNS/r20/model.nnopt is the checkpoint: nnopt train --config configs/resnet20_fmnist.yaml --out RUNS/r20)
 # Each part is skipped when its result exists; the search resumes from its memo.
 set -e
 BUILD=${1:-build}
