@@ -9,12 +9,9 @@
 //   residual branch; groups not named keep all their channels).
 #include <cstdio>
 #include <iostream>
-#include <map>
 #include <string>
 
-#include "nnopt/core/error.h"
 #include "nnopt/core/runtime.h"
-#include "nnopt/core/strings.h"
 #include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/nn/fold_bn.h"
@@ -51,13 +48,7 @@ int main(int argc, char** argv) {
     std::printf("%7s %7s | %-21s | %-21s | %-21s | structure\n", "MACs", "goal", "predicted b1 / b64",
                 "measured b1 / b64", "tuned b1 / b64");
     for (int i = 3; i < argc; ++i) {
-      std::map<std::string, int64_t> keep;
-      for (const std::string& item : split(argv[i], ',')) {
-        const auto eq = item.find('=');
-        if (eq == std::string::npos) throw ValueError(str_cat("'", item, "' is not GROUP=KEEP"));
-        keep[item.substr(0, eq)] = std::stoll(item.substr(eq + 1));
-      }
-      const ChannelPlan plan = plan_keeping(deps, scores, keep);
+      const ChannelPlan plan = plan_keeping(deps, scores, parse_channel_counts(argv[i]));
       GraphModule p0 = prune_channels(m0, deps, plan);
       p0->eval();
       GraphModule b = fold_batch_norm(p0);

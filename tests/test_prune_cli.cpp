@@ -127,8 +127,8 @@ TEST_F(PruneCli, ChannelCountsByGroupDropABranchAndThinAStage) {
                              {"--keep layer1.0.conv1=4 --schedule agp --finetune-epochs 1", "needs --granularity channel and --schedule oneshot"},
                              {"--keep layer1.0.conv1", "is not GROUP=COUNT"},
                              {"--keep layer1.0.conv1=-2", "is not a channel count >= 0"},
-                             {"--keep layer1.0.conv1=2,layer1.0.conv1=3", "names group 'layer1.0.conv1' twice"},
-                             {"--keep layer9.conv1=2", "no channel group 'layer9.conv1' in the model (groups: conv1,"},
+                             {"--keep layer1.0.conv1=2,layer1.0.conv1=3", "group 'layer1.0.conv1' is named twice"},
+                             {"--keep layer9.conv1=2", "no dependency group named 'layer9.conv1' (groups: conv1,"},
                              {"--keep conv1=0", "group 'conv1' cannot keep 0 channels"},
                              {"--keep conv1=99", "cannot keep 99"},
                          });

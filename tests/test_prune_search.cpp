@@ -71,7 +71,7 @@ TEST(PruneSearch, ChannelCountsKeepTheHighestScoringChannels) {
             (std::vector<int64_t>{0, 2, 4, 6, 7, 8, 9}));  // keeps the scores 9, 8, 7
   EXPECT_TRUE(plan_keeping(deps, scores, {}).remove.empty());
   EXPECT_TRUE(plan_keeping(deps, scores, {{"a", 10}}).remove.empty());
-  EXPECT_THROW_MSG(plan_keeping(deps, scores, {{"zz", 3}}), ValueError, "no channel group 'zz' in the model (groups: a)");
+  EXPECT_THROW_MSG(plan_keeping(deps, scores, {{"zz", 3}}), ValueError, "no dependency group named 'zz' (groups: a)");
   EXPECT_THROW_MSG(plan_keeping(deps, scores, {{"a", 11}}), ValueError, "group 'a' has 10 channels, cannot keep 11");
   EXPECT_THROW_MSG(plan_keeping(deps, scores, {{"a", 0}}), ValueError, "group 'a' cannot keep 0 channels");
   // On resnet20 a branch may go: the block's convs leave the graph.

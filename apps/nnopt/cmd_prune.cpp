@@ -3,9 +3,7 @@
 // model's parameters, MACs, size and measured latency before and after.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
@@ -67,24 +65,6 @@ int64_t nonzero_params(GraphModule& m) {
   return m->graph().num_params() - zeros;
 }
 
-// "--keep layer1.1.conv1=0,layer2.0.conv2=24" -> {group: count}.
-std::map<std::string, int64_t> parse_keep(const std::string& spec) {
-  std::map<std::string, int64_t> keep;
-  for (const std::string& item : split(spec, ',')) {
-    const auto eq = item.find('=');
-    NNOPT_CHECK(eq != std::string::npos && eq > 0, ValueError, "prune: --keep item '", item,
-                "' is not GROUP=COUNT");
-    const std::string v = item.substr(eq + 1);
-    char* end = nullptr;
-    const long long n = std::strtoll(v.c_str(), &end, 10);
-    NNOPT_CHECK(!v.empty() && end == v.c_str() + v.size() && n >= 0, ValueError, "prune: --keep item '", item,
-                "': '", v, "' is not a channel count >= 0");
-    NNOPT_CHECK(keep.emplace(item.substr(0, eq), n).second, ValueError, "prune: --keep names group '",
-                item.substr(0, eq), "' twice");
-  }
-  return keep;
-}
-
 void check_args(const PruneArgs& a) {
   const bool unstructured = a.granularity == "unstructured", nm = a.granularity == "2:4";
   if (a.criterion == "magnitude") {
@@ -108,7 +88,7 @@ void check_args(const PruneArgs& a) {
     NNOPT_CHECK(a.granularity == "channel" && a.schedule == "oneshot", ValueError,
                 "prune: --keep sets channel counts; it needs --granularity channel and --schedule oneshot");
     NNOPT_CHECK(a.target.empty(), ValueError, "prune: give either --keep or --target, not both");
-    parse_keep(a.keep);
+    parse_channel_counts(a.keep);
   } else {
     NNOPT_CHECK(!a.target.empty(), ValueError,
                 "prune: --target KIND=VALUE is required (sparsity, params, macs or latency), or --keep");
@@ -264,7 +244,7 @@ void register_prune(CLI::App& app, Runner& run) {
         double final_value = target.value;
         ChannelPlan first_plan;
         if (!a.keep.empty()) {
-          first_plan = plan_keeping(deps, imp->score(model, deps, idata), parse_keep(a.keep));
+          first_plan = plan_keeping(deps, imp->score(model, deps, idata), parse_channel_counts(a.keep));
           info["keep"] = a.keep;
         } else if (target.kind == TargetKind::kLatency || a.schedule == "oneshot") {
           auto sol = solve_channel_target(deps, imp->score(model, deps, idata), target, popt);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <random>
 
@@ -64,13 +65,7 @@ ChannelPlan plan_keeping(const DependencyGraph& deps, const std::vector<torch::T
   std::vector<int64_t> counts(groups.size());
   for (size_t g = 0; g < groups.size(); ++g) counts[g] = groups[g].size();
   for (const auto& [name, k] : keep) {
-    size_t g = 0;
-    while (g < groups.size() && groups[g].name != name) ++g;
-    if (g == groups.size()) {
-      std::string known;
-      for (const auto& grp : groups) known += (known.empty() ? "" : ", ") + grp.name;
-      throw ValueError(str_cat("channel counts: no channel group '", name, "' in the model (groups: ", known, ")"));
-    }
+    const size_t g = deps.group_index(name);  // ValueError listing the groups
     NNOPT_CHECK(k >= 0 && k <= groups[g].size(), ValueError, "channel counts: group '", name, "' has ",
                 groups[g].size(), " channels, cannot keep ", k);
     NNOPT_CHECK(k > 0 || groups[g].removable(), ValueError, "channel counts: group '", name,
@@ -78,6 +73,22 @@ ChannelPlan plan_keeping(const DependencyGraph& deps, const std::vector<torch::T
     counts[g] = k;
   }
   return plan_from_counts(deps, scores, counts);
+}
+
+std::map<std::string, int64_t> parse_channel_counts(const std::string& spec) {
+  std::map<std::string, int64_t> keep;
+  for (const std::string& item : split(spec, ',')) {
+    const auto eq = item.find('=');
+    NNOPT_CHECK(eq != std::string::npos && eq > 0, ValueError, "channel counts: '", item, "' is not GROUP=COUNT");
+    const std::string v = item.substr(eq + 1);
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    NNOPT_CHECK(!v.empty() && end == v.c_str() + v.size() && n >= 0, ValueError, "channel counts: '", item,
+                "': '", v, "' is not a channel count >= 0");
+    NNOPT_CHECK(keep.emplace(item.substr(0, eq), n).second, ValueError, "channel counts: group '",
+                item.substr(0, eq), "' is named twice");
+  }
+  return keep;
 }
 
 StructureSearchResult abc_structure_search(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,

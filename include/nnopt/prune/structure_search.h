@@ -83,6 +83,11 @@ ChannelPlan plan_for_structure(const DependencyGraph& deps, const std::vector<to
 ChannelPlan plan_keeping(const DependencyGraph& deps, const std::vector<torch::Tensor>& scores,
                          const std::map<std::string, int64_t>& keep);
 
+/// "layer1.1.conv1=0,layer2.0.conv2=24" -> {group: count} (nnopt prune --keep).
+/// ValueError naming the item that is not GROUP=COUNT with a count >= 0, or
+/// a group named twice.
+std::map<std::string, int64_t> parse_channel_counts(const std::string& spec);
+
 struct StructureSearchResult {
   Structure best;
   ChannelPlan best_plan;
