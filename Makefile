@@ -15,6 +15,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j2 --timeout 600
 
 bench: build
+	cmake --build $(BUILD) --target benches -j$${NNOPT_JOBS:-$$(nproc)}
 	bench/run_all.sh $(BUILD)
 
 clean:

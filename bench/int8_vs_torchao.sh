@@ -14,6 +14,7 @@ REPEATS=${4:-50}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 MODEL=${5:-resnet20}
+. bench/build_bench.sh && build_bench "$BUILD" bench_int8 nnopt_cli
 "$BUILD/nnopt" export "$CKPT" --format torchscript --out "$TMP/fp32.pt" > /dev/null
 "$BUILD/bench_int8" "$CKPT" "$THREADS" "$REPEATS" | tee "$TMP/nnopt.txt"
 /usr/bin/python3 bench/int8_peer.py "$MODEL" "$TMP/fp32.pt" "$THREADS" "$REPEATS" > "$TMP/peer.json"

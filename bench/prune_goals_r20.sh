@@ -25,6 +25,7 @@ RUNS=${2:-runs}
 WHAT=${3:-all}
 CK="$RUNS/r20/model.nnopt"
 KD="kd:T=4,alpha=0.9"
+. "$(dirname "$0")/build_bench.sh" && build_bench "$BUILD" bench_prune_latency
 FT="--lr 0.01 --crop-padding 2 --hflip"
 if [ "$WHAT" = blocks ] || [ "$WHAT" = all ]; then
   OUT="$RUNS/prune-blocks"

@@ -8,6 +8,7 @@
 set -e
 cd "$(dirname "$0")/.."
 B=build/bench_qat
+. bench/build_bench.sh && build_bench build bench_qat
 OUT=${QAT_OUT:-/work/runs/qat}
 mkdir -p "$OUT"
 run() {

@@ -11,6 +11,7 @@ BUILD=${1:-build}
 THREADS=${2:-$(nproc)}
 ROUNDS=${3:-3}
 cd "$(dirname "$0")/.."
+. bench/build_bench.sh && build_bench "$BUILD" bench_train
 printf '%-9s %6s %4s %6s %12s %12s %14s %7s %11s\n' model batch thr rounds "nnopt img/s" "nnopt nchw" "pytorch img/s" ratio "nchw ratio"
 for spec in "lenet5 300" "resnet20 40"; do
   set -- $spec
