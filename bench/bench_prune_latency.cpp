@@ -3,9 +3,12 @@
 // (prune/measure.h) so that load changes hit both alike. Prints ms and the
 // speed-up at batch 1 and 64 next to the MAC reduction and the goal
 // (speed-up >= 0.8 x the MAC ratio). Two settings: LibTorch's own conv kernel
-// choice ("auto"), and each model with its conv kernels tuned per layer at
-// that batch size (deploy/conv_tuning.h: the faster of onednn and
-// im2col + GEMM for each layer), so that both models run their best kernels.
+// choice on THREADS threads ("auto"), and each model tuned for deployment at
+// that batch size (tune_deployment in deploy/conv_tuning.h: the faster of
+// onednn and im2col + GEMM for each layer, and the faster thread count up to
+// THREADS; the "thr" column, original/pruned: "1t" = one thread with per-layer
+// kernels, "2a" = two threads with LibTorch's kernels), so that both models
+// run at their best.
 // With VERBOSE=1 in the environment it prints the per-layer tuning tables.
 // Usage: bench_prune_latency ORIGINAL.nnopt PRUNED.nnopt [THREADS=2] [ROUNDS=7] [REPEATS=30]
 #include <cstdio>
@@ -40,20 +43,26 @@ int main(int argc, char** argv) {
                 argv[1], ma / 1e6, argv[2], mb / 1e6, ma / mb, threads, static_cast<long long>(rounds),
                 static_cast<long long>(repeats));
     const bool verbose = std::getenv("VERBOSE") && std::string(std::getenv("VERBOSE")) == "1";
-    std::printf("%-6s %-6s %12s %12s %9s %14s\n", "batch", "convs", "original ms", "pruned ms", "speed-up",
-                "goal (0.8x)");
+    std::printf("%-6s %-6s %7s %12s %12s %9s %14s\n", "batch", "mode", "thr", "original ms", "pruned ms",
+                "speed-up", "goal (0.8x)");
     for (int64_t batch : {1, 64}) {
       for (bool tuned : {false, true}) {
+        std::string thr = std::to_string(threads);
         if (tuned) {
-          auto ta = tune_conv_kernels(a, batch), tb = tune_conv_kernels(b, batch);
+          auto ta = tune_deployment(a, batch), tb = tune_deployment(b, batch);
+          auto tag = [](const DeployTuning& t) {
+            return std::to_string(t.threads()) + (t.chosen.tuned_kernels ? "t" : "a");
+          };
+          thr = tag(ta) + "/" + tag(tb);
           if (verbose)
-            std::printf("original, batch %lld:\n%spruned, batch %lld:\n%s", static_cast<long long>(batch),
-                        conv_tuning_table(ta).c_str(), static_cast<long long>(batch), conv_tuning_table(tb).c_str());
+            std::printf("original, %s\n%spruned, %s\n%s", deploy_tuning_line(ta).c_str(),
+                        conv_tuning_table(ta.kernels).c_str(), deploy_tuning_line(tb).c_str(),
+                        conv_tuning_table(tb.kernels).c_str());
         }
         auto ms = alternating_latency({&a, &b}, batch, rounds, repeats);
         const double sp = ms[0] / ms[1];
-        std::printf("%-6lld %-6s %12.3f %12.3f %8.2fx %9.2fx %s\n", static_cast<long long>(batch),
-                    tuned ? "tuned" : "auto", ms[0], ms[1], sp, 0.8 * ma / mb,
+        std::printf("%-6lld %-6s %7s %12.3f %12.3f %8.2fx %9.2fx %s\n", static_cast<long long>(batch),
+                    tuned ? "tuned" : "auto", thr.c_str(), ms[0], ms[1], sp, 0.8 * ma / mb,
                     sp >= 0.8 * ma / mb ? "met" : "not met");
         std::fflush(stdout);
         reset_conv_kernels(a);

@@ -8,7 +8,8 @@
 //                  [--epochs 5] [--lr 0.01] [--wd 1e-4] [--batch 128] [--kd 0|1]
 //                  [--kd-spec kd:T=4,alpha=0.5] [--calib 8] [--act-observer mse]
 //                  [--first-last 8] [--memory-format channels_last|contiguous] [--limit 0]
-//                  [--threads 2] [--out DIR]
+//                  [--threads 2] [--out DIR] [--precondition 1|0]
+// --precondition 0 trains the folded weights without QatOptions::fold_preconditioning.
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -33,7 +34,8 @@ int main(int argc, char** argv) {
       {"model", "/work/runs/r20/model.nnopt"}, {"method", "lsq"}, {"wbits", "4"},
       {"abits", "4"}, {"epochs", "5"}, {"lr", "0.01"}, {"wd", "1e-4"}, {"batch", "128"},
       {"kd", "0"}, {"kd-spec", "kd:T=4,alpha=0.5"}, {"calib", "8"}, {"act-observer", "mse"},
-      {"first-last", "8"}, {"memory-format", "channels_last"}, {"limit", "0"}, {"threads", "2"}, {"out", ""}, {"progress", "lines"}};
+      {"first-last", "8"}, {"memory-format", "channels_last"}, {"limit", "0"}, {"threads", "2"}, {"out", ""}, {"progress", "lines"},
+      {"precondition", "1"}, {"fold", "1"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || !a.count(k.substr(2))) {
@@ -50,7 +52,7 @@ int main(int argc, char** argv) {
     GraphModule fp32 = load_model(a["model"]);
     fp32->eval();
     const double acc_fp32 = evaluate(fp32, test).accuracy;
-    GraphModule m = fold_batch_norm(fp32);
+    GraphModule m = a["fold"] == "1" ? fold_batch_norm(fp32) : load_model(a["model"]);
     const int64_t wb = std::stoll(a["wbits"]), ab = std::stoll(a["abits"]);
     QuantConfig cfg = QuantConfig()
                           .weight(QuantScheme(wb).per_channel(true))
@@ -60,7 +62,8 @@ int main(int argc, char** argv) {
     attach_quantizers(m, cfg);
     calibrate(m, train, std::stoll(a["calib"]), 128);
     const double acc_ptq = evaluate(m, test).accuracy;
-    QatOptions q = QatOptions().method(a["method"]).distill({a["kd-spec"]});
+    QatOptions q =
+        QatOptions().method(a["method"]).distill({a["kd-spec"]}).fold_preconditioning(a["precondition"] == "1");
     q.train() = TrainOptions(std::stoll(a["epochs"]))
                     .lr(std::stod(a["lr"]))
                     .weight_decay(std::stod(a["wd"]))
@@ -82,6 +85,7 @@ int main(int argc, char** argv) {
                         {"abits", ab}, {"first_last_bits", std::stoll(a["first-last"])},
                         {"epochs", std::stoll(a["epochs"])}, {"lr", std::stod(a["lr"])},
                         {"kd", a["kd"] == "1" ? a["kd-spec"] : ""},
+                        {"fold_preconditioning", a["precondition"] == "1"},
                         {"act_observer", a["act-observer"]},
                         {"fp32_acc", acc_fp32}, {"ptq_acc", acc_ptq}, {"qat_acc", acc_qat},
                         {"drop_pt", 100 * (acc_fp32 - acc_qat)}, {"qat_seconds", secs}};

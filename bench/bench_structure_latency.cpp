@@ -56,11 +56,11 @@ int main(int argc, char** argv) {
       const double r = static_cast<double>(a->graph().macs()) / static_cast<double>(b->graph().macs());
       auto l1 = alternating_latency({&a, &b}, 1, 7, 50);
       auto l64 = alternating_latency({&a, &b}, 64, 5, 10);
-      tune_conv_kernels(a, 1);
-      tune_conv_kernels(b, 1);
+      tune_deployment(a, 1);
+      tune_deployment(b, 1);
       auto u1 = alternating_latency({&a, &b}, 1, 7, 50);
-      tune_conv_kernels(a, 64);
-      tune_conv_kernels(b, 64);
+      tune_deployment(a, 64);
+      tune_deployment(b, 64);
       auto u64 = alternating_latency({&a, &b}, 64, 5, 10);
       reset_conv_kernels(a);
       std::printf("%6.2fx %6.2fx | %8.2fx / %8.2fx | %8.2fx / %8.2fx | %8.2fx / %8.2fx | %s\n", r, 0.8 * r,

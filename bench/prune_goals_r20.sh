@@ -16,7 +16,7 @@
 #     L1 picks the channels; one shot + the same 15-epoch KD fine-tune; then
 #     bench_prune_latency at 1 and 2 threads.
 # Time (2 quiet cores): search ~50 min, agp ~50 min.
-# Usage: bench/prune_goals_r20.sh [BUILD] [RUNS] [blocks|keep|agp|all]
+# Usage: bench/prune_goals_r20.sh [BUILD] [RUNS] [blocks|keep|keep5|agp|all]
 #   (RUNS/r20/model.nnopt is the checkpoint: nnopt train --config configs/resnet20_fmnist.yaml --out RUNS/r20)
 # Each part is skipped when its result exists; the search resumes from its memo.
 set -e
@@ -42,6 +42,24 @@ if [ "$WHAT" = keep ]; then
   OUT="$RUNS/prune-keep-s4"
   KEEP="layer1.1.conv1=0,layer1.2.conv1=0,layer2.0.conv2=24,layer2.0.conv1=24,layer2.1.conv1=24,layer2.2.conv1=24"
   KEEP="$KEEP,layer3.0.conv2=48,layer3.0.conv1=48,layer3.1.conv1=48,layer3.2.conv1=48"
+  if [ ! -f "$OUT/prune.json" ]; then
+    "$BUILD"/nnopt prune "$CK" --criterion l1 --granularity channel --keep "$KEEP" --schedule oneshot \
+      --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-threads 1,2 \
+      --progress lines --out "$OUT" > "$OUT.txt" 2> "$OUT.log" || { tail -3 "$OUT.log"; exit 1; }
+  fi
+  cat "$OUT.txt"
+  for thr in 1 2; do
+    "$BUILD"/bench_prune_latency "$CK" "$OUT/model.nnopt" $thr 5 20 | tee "$OUT/latency_t$thr.txt"
+  done
+fi
+if [ "$WHAT" = keep5 ]; then
+  # Session 11: four residual branches dropped (two in stage 1, the last of
+  # stages 2 and 3), stage 3 at 56 of 64 channels: 2.04x fewer MACs like
+  # keep's S4 but fewer conv calls; bench_structure_latency resnet20 2 gave
+  # 1.74x (b1) / 1.90x (b64) on random weights against S4's 1.61x / 1.98x.
+  OUT="$RUNS/prune-keep-s5"
+  KEEP="layer1.1.conv1=0,layer1.2.conv1=0,layer2.2.conv1=0,layer3.2.conv1=0"
+  KEEP="$KEEP,layer3.0.conv2=56,layer3.0.conv1=56,layer3.1.conv1=56"
   if [ ! -f "$OUT/prune.json" ]; then
     "$BUILD"/nnopt prune "$CK" --criterion l1 --granularity channel --keep "$KEEP" --schedule oneshot \
       --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-threads 1,2 \

@@ -91,10 +91,12 @@ TEST(Cli, ConfigFilesAndFlagsOverride) {
   EXPECT_EQ(pj["latency"][1]["batch"], 8);
 
   // Deployed form: BN folded, conv kernels tuned per batch size (a table per batch with --layers).
-  auto t = run_cli("profile --model resnet20 --fold-bn --tune-convs --layers --batch 4 --repeats 3", tmp);
+  auto t = run_cli("profile --model resnet20 --fold-bn --tune --layers --batch 4 --repeats 3", tmp);
   ASSERT_EQ(t.code, 0) << t.err;
-  EXPECT_NE(t.out.find("conv kernels at batch 1:"), std::string::npos) << t.out;
-  EXPECT_NE(t.out.find("conv kernels at batch 4:"), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("conv kernels at batch 1, "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("conv kernels at batch 4, "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("batch 4: "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find(" thread(s), "), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("layer3.2.conv2"), std::string::npos) << t.out;
   EXPECT_NE(t.out.find("latency b=4"), std::string::npos) << t.out;
   EXPECT_EQ(t.out.find("batch_norm"), std::string::npos) << "BN not folded:\n" << t.out;

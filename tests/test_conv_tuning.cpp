@@ -1,10 +1,13 @@
 // Per-layer conv kernel choice (deploy/conv_tuning.h): every kernel gives the
 // same values as LibTorch's own choice, tuning picks one per conv and
-// covers grouped convs, and bad arguments are refused.
+// covers grouped convs, and bad arguments are refused. Deployment tuning
+// (tune_deployment) also picks the thread count, which eval-mode forward
+// passes then run on.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/runtime.h"
 #include "nnopt/deploy/conv_tuning.h"
 #include "nnopt/models/zoo.h"
 
@@ -15,6 +18,15 @@ void set_all(GraphModule& m, ConvKernel k) {
   for (const auto& n : m->graph().nodes())
     if (n.op == OpKind::kConv2d) m->node_module(n.name).conv_kernel = k;
 }
+
+// Records the intra-op thread count in effect when the model reaches it.
+struct ThreadProbeImpl : TransformImpl {
+  int seen = -1;
+  torch::Tensor forward(const torch::Tensor& x) override {
+    seen = torch::get_num_threads();
+    return x;
+  }
+};
 }  // namespace
 
 TEST(ConvTuning, EveryKernelGivesTheSameOutputs) {
@@ -97,4 +109,81 @@ TEST(ConvTuning, BadArgumentsAreRefused) {
   }
   EXPECT_THROW(tune_conv_kernels(m, 1, 0), ValueError);
   EXPECT_THROW(tune_conv_kernels(m, 1, 1, 0), ValueError);
+}
+
+TEST(ConvTuning, ScopedRunThreadsSetsAndRestoresTheCount) {
+  const int before = threads();
+  {
+    ScopedRunThreads scope(before + 1);
+    EXPECT_EQ(torch::get_num_threads(), before + 1);
+    {
+      ScopedRunThreads inner(0);  // 0: leave it
+      EXPECT_EQ(torch::get_num_threads(), before + 1);
+    }
+    EXPECT_EQ(torch::get_num_threads(), before + 1);
+  }
+  EXPECT_EQ(threads(), before);
+}
+
+TEST(ConvTuning, RunThreadsApplyToEvalPassesOnly) {
+  GraphModule m(build_model("lenet5"));
+  auto probe = std::make_shared<ThreadProbeImpl>();
+  m->set_activation_transform("relu1", probe);
+  const int process = threads(), run = process + 1;
+  m->set_run_threads(run);
+  auto x = torch::randn({2, 1, 28, 28});
+  m->eval();
+  {
+    torch::NoGradGuard ng;
+    m->forward(x);
+  }
+  EXPECT_EQ(probe->seen, run);
+  EXPECT_EQ(threads(), process) << "the count is not restored after the pass";
+  m->train();
+  m->forward(x);
+  EXPECT_EQ(probe->seen, process) << "a training pass ran on the deployment's thread count";
+  m->set_run_threads(-3);
+  EXPECT_EQ(m->run_threads(), 0);
+}
+
+TEST(ConvTuning, DeploymentTuningPicksTheFastestThreadCountAndKeepsTheOutputs) {
+  torch::manual_seed(3);
+  GraphModule m(build_model("resnet20"));
+  m->eval();
+  auto x = torch::randn({2, 1, 28, 28});
+  torch::Tensor ref;
+  {
+    torch::NoGradGuard ng;
+    ref = m->forward(x);
+  }
+  const int process = threads();
+  DeployTuning t = tune_deployment(m, 2, 2, 1, 3);
+  ASSERT_EQ(t.candidates.size(), 4u);  // {1, 2} threads x {auto, tuned} kernels
+  EXPECT_EQ(t.batch, 2);
+  ASSERT_GE(t.threads(), 1);
+  ASSERT_LE(t.threads(), 2);
+  for (const auto& c : t.candidates) {
+    EXPECT_GT(c.ms, 0);
+    EXPECT_GE(c.ms, t.chosen.ms);
+  }
+  EXPECT_EQ(m->run_threads(), t.threads());
+  EXPECT_EQ(threads(), process);
+  EXPECT_EQ(t.kernels.size(), 21u);  // resnet20: 19 3x3 convs and 2 1x1 shortcuts
+  for (const auto& k : t.kernels)
+    EXPECT_EQ(m->node_module(k.node).conv_kernel, t.chosen.tuned_kernels ? k.chosen : ConvKernel::kAuto) << k.node;
+  EXPECT_NE(deploy_tuning_line(t).find(std::to_string(t.threads()) + " thread(s)"), std::string::npos)
+      << deploy_tuning_line(t);
+  {
+    torch::NoGradGuard ng;
+    EXPECT_LE((m->forward(x) - ref).abs().max().item<double>(), 1e-4);
+  }
+  reset_conv_kernels(m);
+  EXPECT_EQ(m->run_threads(), 0);
+  try {
+    tune_deployment(m, 0);
+    FAIL() << "batch 0 accepted";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("deployment tuning batch must be >= 1, got 0"), std::string::npos);
+  }
+  EXPECT_THROW(tune_deployment(m, 1, 1, 1, 2), ValueError);
 }

@@ -367,9 +367,10 @@ void register_prune(CLI::App& app, Runner& run) {
         for (auto b : batches) {
           auto ms = alternating_latency({&orig, &pruned}, b, a.latency_rounds, a.latency_repeats);
           auto fs = alternating_latency({&orig_f, &pruned_f}, b, a.latency_rounds, a.latency_repeats);
-          // Deployed at its best: folded, and each conv on its faster kernel for this batch.
-          tune_conv_kernels(orig_f, b);
-          tune_conv_kernels(pruned_f, b);
+          // Deployed at its best: folded, each conv on its faster kernel and the faster
+          // thread count (<= the threads of this row) for this batch.
+          tune_deployment(orig_f, b);
+          tune_deployment(pruned_f, b);
           auto ts = alternating_latency({&orig_f, &pruned_f}, b, a.latency_rounds, a.latency_repeats);
           reset_conv_kernels(orig_f);
           reset_conv_kernels(pruned_f);

@@ -262,10 +262,11 @@ void register_profile(CLI::App& app, Runner& run) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--repeats", lat.repeats, "timed runs (median reported)")->check(CLI::PositiveNumber);
   sub->add_option("--warmup", lat.warmup, "untimed runs first")->check(CLI::NonNegativeNumber);
-  sub->add_flag("--layers", layers, "also print the per-layer table (and with --tune-convs the kernel timings)");
+  sub->add_flag("--layers", layers, "also print the per-layer table (and with --tune the kernel timings)");
   sub->add_flag("--fold-bn", fold, "time the model with batch norm folded into the convs (as deployed)");
-  sub->add_flag("--tune-convs", tune,
-                "time each conv's kernels (onednn, im2col + GEMM) at each batch size and run the faster one");
+  sub->add_flag("--tune,--tune-convs", tune,
+                "tune as deployed at each batch size: each conv's kernel (onednn, im2col + GEMM) and the thread "
+                "count (1..--threads), by timing them");
   sub->callback([&run] {
     run = [] {
       apply_common(c);
@@ -279,8 +280,9 @@ void register_profile(CLI::App& app, Runner& run) {
       ModelProfile p = profile_model(model, tune ? std::vector<int64_t>{} : batches, lat);
       if (tune)
         for (auto b : batches) {
-          auto t = tune_conv_kernels(model, b);
-          tuning += str_cat("conv kernels at batch ", b, ":\n", conv_tuning_table(t));
+          auto t = tune_deployment(model, b);
+          tuning += str_cat(deploy_tuning_line(t), "\nconv kernels at batch ", b, ", ", t.threads(), " thread(s):\n",
+                            conv_tuning_table(t.kernels));
           p.latency.push_back(measure_latency(model, b, lat));
           reset_conv_kernels(model);
         }

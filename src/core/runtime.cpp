@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <malloc.h>
+#include <omp.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -31,6 +32,18 @@ bool tune_allocator() {
 }
 
 int threads() { return torch::get_num_threads(); }
+
+ScopedRunThreads::ScopedRunThreads(int n) {
+  if (n <= 0) return;
+  const int cur = omp_get_max_threads();
+  if (n == cur) return;
+  old_ = cur;
+  omp_set_num_threads(n);
+}
+
+ScopedRunThreads::~ScopedRunThreads() {
+  if (old_ > 0) omp_set_num_threads(old_);
+}
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }
 

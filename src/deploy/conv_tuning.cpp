@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/runtime.h"
+#include "nnopt/core/strings.h"
 #include "nnopt/core/table.h"
 #include "nnopt/deploy/profile.h"
 
@@ -27,6 +29,7 @@ std::string conv_kernel_name(ConvKernel k) {
 void reset_conv_kernels(GraphModule& model) {
   for (const auto& n : model->graph().nodes())
     if (n.op == OpKind::kConv2d) model->node_module(n.name).conv_kernel = ConvKernel::kAuto;
+  model->set_run_threads(0);
 }
 
 ConvKernelTiming time_conv_kernels(const torch::Tensor& x0, const torch::Tensor& w0, const torch::Tensor& bias,
@@ -94,6 +97,65 @@ std::vector<ConvKernelTiming> tune_conv_kernels(GraphModule& model, int64_t batc
   }
   model->train(was_training);
   return out;
+}
+
+DeployTuning tune_deployment(GraphModule& model, int64_t batch, int max_threads, int64_t rounds,
+                             int64_t repeats) {
+  NNOPT_CHECK(batch >= 1, ValueError, "deployment tuning batch must be >= 1, got ", batch);
+  NNOPT_CHECK(rounds >= 1, ValueError, "deployment tuning rounds must be >= 1, got ", rounds);
+  NNOPT_CHECK(repeats >= 3, ValueError, "deployment tuning repeats must be >= 3, got ", repeats);
+  if (max_threads <= 0) max_threads = threads();
+  const bool was_training = model->is_training();
+  model->eval();
+  // Per-conv kernels per thread count: the faster kernel of a layer can change with it.
+  std::vector<std::vector<ConvKernelTiming>> kernels;
+  for (int t = 1; t <= max_threads; ++t) {
+    ScopedRunThreads scope(t);
+    kernels.push_back(tune_conv_kernels(model, batch));
+  }
+  std::vector<DeployCandidate> cand;
+  for (int t = 1; t <= max_threads; ++t)
+    for (bool tuned : {false, true}) cand.push_back(DeployCandidate{t, tuned, 0});
+  auto apply = [&](const DeployCandidate& c) {
+    reset_conv_kernels(model);
+    if (c.tuned_kernels)
+      for (const auto& k : kernels[c.threads - 1]) model->node_module(k.node).conv_kernel = k.chosen;
+    model->set_run_threads(c.threads);
+  };
+  LatencyOptions lo;
+  lo.warmup = 3;
+  lo.repeats = repeats;
+  lo.max_seconds = 5;
+  std::vector<std::vector<double>> runs(cand.size());
+  for (int64_t r = 0; r < rounds; ++r)
+    for (size_t i = 0; i < cand.size(); ++i) {
+      apply(cand[i]);
+      runs[i].push_back(measure_latency(model, batch, lo).median_ms);
+    }
+  DeployTuning out;
+  out.batch = batch;
+  size_t best = 0;
+  for (size_t i = 0; i < cand.size(); ++i) {
+    cand[i].ms = median(runs[i]);
+    if (cand[i].ms < cand[best].ms) best = i;
+  }
+  out.candidates = cand;
+  out.chosen = cand[best];
+  out.kernels = kernels[out.chosen.threads - 1];
+  apply(out.chosen);
+  model->train(was_training);
+  return out;
+}
+
+std::string deploy_tuning_line(const DeployTuning& t) {
+  std::string per;
+  for (size_t i = 0; i < t.candidates.size(); ++i) {
+    const auto& c = t.candidates[i];
+    per += c.tuned_kernels ? str_cat(", tuned ", fmt(c.ms, 3))
+                           : str_cat(i ? "; " : "", c.threads, " thr: auto ", fmt(c.ms, 3));
+  }
+  return str_cat("batch ", t.batch, ": ", t.chosen.threads, " thread(s), ",
+                 t.chosen.tuned_kernels ? "tuned" : "auto", " kernels, ", fmt(t.chosen.ms, 3), " ms (", per, ")");
 }
 
 std::string conv_tuning_table(const std::vector<ConvKernelTiming>& t) {

@@ -44,6 +44,7 @@ Latency measure_latency(GraphModule& model, int64_t batch, const LatencyOptions&
   for (auto d : model->graph().input_shape()) shape.push_back(d);
   auto x = torch::randn(shape);
   Latency l = time_forward([&] { model->forward(x); }, batch, opt);
+  if (model->run_threads() > 0) l.threads = model->run_threads();
   model->train(was_training);
   return l;
 }

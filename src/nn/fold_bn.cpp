@@ -53,6 +53,7 @@ GraphModule apply_bn_folding(GraphModule& model, const BnFoldPlan& plan) {
   TensorMap next;
   for (const auto& [name, t] : folded->state()) next[name] = st.count(name) ? st[name] : t;
   torch::NoGradGuard ng;
+  TensorMap scales;  // producer -> g / sqrt(var + eps)
   for (const auto& [src, bn] : plan) {
     auto& b = model->node_module(bn);
     const auto& a = g.node(bn).as<BatchNormAttrs>();
@@ -66,8 +67,15 @@ GraphModule apply_bn_folding(GraphModule& model, const BnFoldPlan& plan) {
     next[src + ".weight"] = w * scale.reshape(shape);
     auto bias = st.count(src + ".bias") ? st.at(src + ".bias") : torch::zeros_like(inv);
     next[src + ".bias"] = (bias - b.running_mean) * scale + beta;
+    scales[src] = scale.clone();
   }
   folded->load_state(next, true);
+  for (const auto& n : out.nodes())
+    if (g.contains(n.name)) folded->node_module(n.name).fold_scale = model->node_module(n.name).fold_scale;
+  for (const auto& [src, scale] : scales) {
+    auto& f = folded->node_module(src).fold_scale;
+    f = f.defined() ? f * scale : scale;
+  }
   folded->train(model->is_training());
   return folded;
 }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/runtime.h"
 #include "nnopt/core/strings.h"
 
 namespace nnopt {
@@ -198,6 +199,7 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
   if (taps)
     for (const auto& t : *taps) tapped[graph_.index_of(t)] = 1;
   const bool train = is_training();
+  ScopedRunThreads run_threads(train ? 0 : run_threads_);
 
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& n = nodes[i];

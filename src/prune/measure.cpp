@@ -56,7 +56,7 @@ json deployed_latency_vs_reference(const std::vector<GraphModule*>& models, cons
   for (auto& f : folded) ptrs.push_back(&f);
   json out = json::object();
   for (int64_t b : batches) {
-    for (auto& f : folded) tune_conv_kernels(f, b);
+    for (auto& f : folded) tune_deployment(f, b);
     out.update(latency_vs_reference(ptrs, {b}, rounds, repeats));
   }
   return out;

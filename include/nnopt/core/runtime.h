@@ -31,6 +31,22 @@ class ScopedThreads {
  private:
   int old_;
 };
+/// Runs the scope's parallel work on n threads (n <= 0: leave it) by
+/// setting only the calling thread's OpenMP thread count, which LibTorch's
+/// parallel_for, onednn and OpenBLAS (OpenMP build) read on every call.
+/// Unlike set_threads (at::set_num_threads rebuilds the thread pool and
+/// clears onednn's primitive cache) it costs about a microsecond, so a model
+/// can switch on each forward pass (GraphModule::set_run_threads).
+class ScopedRunThreads {
+ public:
+  explicit ScopedRunThreads(int n);
+  ~ScopedRunThreads();
+  ScopedRunThreads(const ScopedRunThreads&) = delete;
+  ScopedRunThreads& operator=(const ScopedRunThreads&) = delete;
+
+ private:
+  int old_ = 0;  ///< 0: nothing to restore
+};
 /// Seeds the global torch RNG (dropout, initialization).
 void seed_everything(uint64_t seed);
 /// Monotonic seconds since an arbitrary start.

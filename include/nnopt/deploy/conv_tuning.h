@@ -11,6 +11,7 @@
 // rounds, medians) and sets the faster one on the node (ConvKernel in
 // nn/graph_module.h). The choice holds for the batch size it was tuned at;
 // it is not saved with the model. Values are the same either way.
+// tune_deployment also picks the thread count per batch size.
 //
 // Example:
 //   auto folded = nnopt::fold_batch_norm(model);
@@ -46,8 +47,42 @@ std::vector<ConvKernelTiming> tune_conv_kernels(GraphModule& model, int64_t batc
 ConvKernelTiming time_conv_kernels(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias,
                                    const Conv2dAttrs& a, int64_t rounds, int64_t repeats);
 
-/// Sets every conv2d node back to ConvKernel::kAuto.
+/// Sets every conv2d node back to ConvKernel::kAuto and the model's run
+/// threads back to the process's count.
 void reset_conv_kernels(GraphModule& model);
+
+/// One configuration tune_deployment timed.
+struct DeployCandidate {
+  int threads = 1;
+  bool tuned_kernels = false;  ///< per-conv kernels (tune_conv_kernels) or LibTorch's own (kAuto)
+  double ms = 0;               ///< whole-model median over the rounds
+};
+
+/// The outcome of tune_deployment at one batch size.
+struct DeployTuning {
+  int64_t batch = 1;
+  DeployCandidate chosen;                  ///< the fastest candidate, now set on the model
+  std::vector<DeployCandidate> candidates;  ///< every configuration timed
+  std::vector<ConvKernelTiming> kernels;   ///< per-conv timings at the chosen thread count
+  int threads() const { return chosen.threads; }
+};
+
+/// Tunes `model` for inference at `batch` as it will be deployed. For each
+/// thread count 1..max_threads (0: the process's count) there are two
+/// candidates: LibTorch's own kernel choice, and each conv on the kernel that
+/// was faster for it alone at that count (tune_conv_kernels). The whole model
+/// is timed in every candidate, in `rounds` alternating rounds of `repeats`
+/// runs, and the fastest is set on the model (kernels on the nodes, count in
+/// GraphModule::set_run_threads). Whole-model timing decides because the
+/// per-conv choice does not add up: at batch 1 it was slower than LibTorch's
+/// own choice for a pruned resnet20 (docs/results.md). Why threads: at
+/// batch 1 a second thread can cost more to wake than it gains.
+/// ValueError for batch < 1, rounds < 1, repeats < 3.
+DeployTuning tune_deployment(GraphModule& model, int64_t batch, int max_threads = 0, int64_t rounds = 3,
+                             int64_t repeats = 20);
+
+/// "batch 1: 1 thread(s), auto kernels, 1.012 ms (1 thr: auto 1.012, tuned 1.10; 2 thr: ...)".
+std::string deploy_tuning_line(const DeployTuning& t);
 
 /// "auto", "onednn", "native".
 std::string conv_kernel_name(ConvKernel k);

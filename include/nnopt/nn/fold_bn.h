@@ -20,8 +20,9 @@ BnFoldPlan plan_bn_folding(const Graph& g);
 
 /// A new model without the planned batch-norm nodes; readers of a folded
 /// batch norm read its producer, which now has a bias. Uses the running
-/// statistics, so the result equals `model` in eval mode. Throws ValueError if
-/// a planned pair is not foldable or a node carries a transform.
+/// statistics, so the result equals `model` in eval mode. Each producer keeps
+/// its factor g / sqrt(var + eps) in NodeModuleImpl::fold_scale. Throws
+/// ValueError if a planned pair is not foldable or a node carries a transform.
 GraphModule apply_bn_folding(GraphModule& model, const BnFoldPlan& plan);
 
 /// plan + apply.

@@ -63,6 +63,10 @@ class NodeModuleImpl : public torch::nn::Module {
   TransformPtr weight_transform;
   TransformPtr act_transform;
   ConvKernel conv_kernel = ConvKernel::kAuto;  // conv2d only; not saved with the model
+  /// conv2d / linear that absorbed a batch norm (nn/fold_bn.h): the factor
+  /// gamma / sqrt(var + eps) per output channel its weight was multiplied by,
+  /// [C_out]; undefined otherwise. QAT uses it (quant/qat.h); not saved.
+  torch::Tensor fold_scale;
 };
 
 using TensorMap = std::map<std::string, torch::Tensor>;
@@ -111,6 +115,14 @@ class GraphModuleImpl : public torch::nn::Module {
   void set_channels_last(bool on);
   bool channels_last() const { return channels_last_; }
 
+  /// Threads of an eval-mode forward pass (0: the process's count). A small
+  /// model at batch 1 can run faster on one thread than on two (resnet20,
+  /// 2 cores: 1.76 vs 2.07 ms), so deployment tuning picks the count per
+  /// batch size (tune_deployment in deploy/conv_tuning.h). Training passes
+  /// ignore it. Not saved with the model.
+  void set_run_threads(int n) { run_threads_ = n > 0 ? n : 0; }
+  int run_threads() const { return run_threads_; }
+
   /// All parameters and buffers by full name (transforms' tensors included).
   TensorMap state() const;
   /// Copies tensors by name. With strict, missing or unexpected names and
@@ -127,6 +139,7 @@ class GraphModuleImpl : public torch::nn::Module {
   std::vector<char> inplace_ok_;  // relu/relu6 node may overwrite its input (see constructor)
   std::vector<int> relu_to_pool_;  // relu node -> the max_pool that applies it after pooling, or -1
   bool channels_last_ = false;
+  int run_threads_ = 0;
 };
 TORCH_MODULE(GraphModule);
 

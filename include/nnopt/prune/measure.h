@@ -36,8 +36,9 @@ nlohmann::json latency_vs_reference(const std::vector<GraphModule*>& models, con
                                     int64_t rounds, int64_t repeats);
 
 /// latency_vs_reference of the models as deployed: batch norm folded into the
-/// convs and, at each batch size, every conv on its faster kernel
-/// (deploy/conv_tuning.h). The models themselves are not changed.
+/// convs and, at each batch size, every conv on its faster kernel and the
+/// faster thread count (tune_deployment in deploy/conv_tuning.h). The models
+/// themselves are not changed.
 nlohmann::json deployed_latency_vs_reference(const std::vector<GraphModule*>& models,
                                              const std::vector<int64_t>& batches, int64_t rounds, int64_t repeats);
 
