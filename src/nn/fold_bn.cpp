@@ -25,11 +25,15 @@ GraphModule apply_bn_folding(GraphModule& model, const BnFoldPlan& plan) {
     NNOPT_CHECK(g.contains(src) && g.contains(bn) && g.node(bn).op == OpKind::kBatchNorm &&
                     g.node(bn).inputs[0] == src && g.consumers(src).size() == 1,
                 ValueError, "batch-norm folding: '", bn, "' cannot fold into '", src, "'");
+    const bool sim = model->bn_fold_simulation();
     for (const auto* name : {&src, &bn}) {
       auto& m = model->node_module(*name);
-      NNOPT_CHECK(!m.weight_transform && !m.act_transform, ValueError, "batch-norm folding: node '",
+      NNOPT_CHECK(sim || (!m.weight_transform && !m.act_transform), ValueError, "batch-norm folding: node '",
                   *name, "' carries a transform; fold before attaching quantizers or masks");
     }
+    NNOPT_CHECK(!sim || !model->node_module(src).act_transform || !model->node_module(bn).act_transform,
+                ValueError, "batch-norm folding: '", src, "' and '", bn,
+                "' both carry an activation transform; the folded node can keep only one");
     bn_to_src[bn] = src;
     src_to_bn[src] = bn;
   }
@@ -53,7 +57,6 @@ GraphModule apply_bn_folding(GraphModule& model, const BnFoldPlan& plan) {
   TensorMap next;
   for (const auto& [name, t] : folded->state()) next[name] = st.count(name) ? st[name] : t;
   torch::NoGradGuard ng;
-  TensorMap scales;  // producer -> g / sqrt(var + eps)
   for (const auto& [src, bn] : plan) {
     auto& b = model->node_module(bn);
     const auto& a = g.node(bn).as<BatchNormAttrs>();
@@ -67,15 +70,18 @@ GraphModule apply_bn_folding(GraphModule& model, const BnFoldPlan& plan) {
     next[src + ".weight"] = w * scale.reshape(shape);
     auto bias = st.count(src + ".bias") ? st.at(src + ".bias") : torch::zeros_like(inv);
     next[src + ".bias"] = (bias - b.running_mean) * scale + beta;
-    scales[src] = scale.clone();
   }
   folded->load_state(next, true);
-  for (const auto& n : out.nodes())
-    if (g.contains(n.name)) folded->node_module(n.name).fold_scale = model->node_module(n.name).fold_scale;
-  for (const auto& [src, scale] : scales) {
-    auto& f = folded->node_module(src).fold_scale;
-    f = f.defined() ? f * scale : scale;
-  }
+  // Under fold simulation the transforms already see the folded weights and
+  // outputs: they move over (a folded batch norm's activation transform to
+  // its producer, which now outputs what the batch norm did).
+  if (model->bn_fold_simulation())
+    for (const auto& n : g.nodes()) {
+      auto& m = model->node_module(n.name);
+      const std::string to = bn_to_src.count(n.name) ? bn_to_src[n.name] : n.name;
+      if (m.weight_transform) folded->set_weight_transform(to, m.weight_transform);
+      if (m.act_transform) folded->set_activation_transform(to, m.act_transform);
+    }
   folded->train(model->is_training());
   return folded;
 }

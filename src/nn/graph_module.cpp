@@ -5,6 +5,7 @@
 #include "nnopt/core/error.h"
 #include "nnopt/core/runtime.h"
 #include "nnopt/core/strings.h"
+#include "nnopt/nn/fold_bn.h"
 
 namespace nnopt {
 
@@ -46,6 +47,7 @@ NodeModuleImpl& GraphModuleImpl::ensure_path(const std::string& dotted) {
 }
 
 GraphModuleImpl::GraphModuleImpl(Graph graph) : graph_(std::move(graph)) {
+  fold_bn_.assign(graph_.nodes().size(), -1);
   graph_.infer_shapes();
   const auto& nodes = graph_.nodes();
   mods_.resize(nodes.size());
@@ -175,7 +177,40 @@ void GraphModuleImpl::set_channels_last(bool on) {
 torch::Tensor GraphModuleImpl::effective_weight(const std::string& node) {
   auto& m = node_module(node);
   NNOPT_CHECK(m.weight.defined(), GraphError, "node '", node, "' has no weight");
-  return m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
+  return layer_weight(graph_.index_of(node));
+}
+
+torch::Tensor GraphModuleImpl::weight_transform_input(const std::string& node) {
+  auto& m = node_module(node);
+  NNOPT_CHECK(m.weight.defined(), GraphError, "node '", node, "' has no weight");
+  const size_t i = graph_.index_of(node);
+  return fold_sim_ && fold_bn_[i] >= 0 ? m.weight * fold_factor(i) : m.weight;
+}
+
+void GraphModuleImpl::set_bn_fold_simulation(bool on) {
+  fold_sim_ = on;
+  fold_bn_.assign(graph_.nodes().size(), -1);
+  if (!on) return;
+  for (const auto& [src, bn] : plan_bn_folding(graph_))
+    fold_bn_[graph_.index_of(src)] = static_cast<int>(graph_.index_of(bn));
+}
+
+torch::Tensor GraphModuleImpl::fold_factor(size_t i) {
+  const size_t j = static_cast<size_t>(fold_bn_[i]);
+  const NodeModuleImpl& b = *mods_[j];
+  torch::Tensor s = torch::rsqrt(b.running_var + graph_.nodes()[j].as<BatchNormAttrs>().eps);
+  if (b.weight.defined()) s = s * b.weight;
+  std::vector<int64_t> shape(mods_[i]->weight.dim(), 1);
+  shape[0] = -1;
+  return s.reshape(shape);
+}
+
+torch::Tensor GraphModuleImpl::layer_weight(size_t i) {
+  NodeModuleImpl& m = *mods_[i];
+  if (!fold_sim_ || fold_bn_[i] < 0) return m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
+  const torch::Tensor s = fold_factor(i);
+  const torch::Tensor w = m.weight * s;
+  return (m.weight_transform ? m.weight_transform->forward(w) : w) / s;
 }
 
 torch::Tensor GraphModuleImpl::forward(const torch::Tensor& x) { return run(x, nullptr, nullptr); }
@@ -213,7 +248,7 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
         break;
       case OpKind::kConv2d: {
         const auto& a = n.as<Conv2dAttrs>();
-        auto w = m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
+        auto w = layer_weight(i);
         if (!channels_last_) {
           y = conv_forward(in0(), w, m.bias, a, m.conv_kernel);
         } else if (w.size(2) == 1 && w.size(3) == 1) {
@@ -232,7 +267,7 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
         break;
       }
       case OpKind::kLinear: {
-        auto w = m.weight_transform ? m.weight_transform->forward(m.weight) : m.weight;
+        auto w = layer_weight(i);
         y = at::linear(in0(), w, m.bias);
         break;
       }

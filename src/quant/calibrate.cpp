@@ -35,7 +35,7 @@ void calibrate(GraphModule& model, const std::vector<torch::Tensor>& batches) {
                   q.node, "' has no observer");
       fq.set_observing(false);
       fq.observer()->reset();
-      fq.observer()->observe(model->node_module(q.node).weight);
+      fq.observer()->observe(model->weight_transform_input(q.node).detach());
       fq.update_qparams();
       continue;
     }

@@ -22,6 +22,9 @@ void PtqOptions::validate() const {
   NNOPT_CHECK(!(adaround_ && bias_correction_), ValueError,
               "ptq: adaround and bias_correction together: AdaRound already reconstructs each "
               "layer's output (choose one)");
+  NNOPT_CHECK(!bn_fold_simulation_ || !(adaround_ || bias_correction_), ValueError,
+              "ptq: bn_fold_simulation is the QAT start; AdaRound and bias correction work on the folded "
+              "model (leave bn_fold_simulation off)");
 }
 
 GraphModule clone_plain(GraphModule& model) {
@@ -78,7 +81,7 @@ void calibrate_weights(GraphModule& model) {
                 "' has no observer");
     q.fq->set_observing(false);
     q.fq->observer()->reset();
-    q.fq->observer()->observe(model->node_module(q.node).weight);
+    q.fq->observer()->observe(model->weight_transform_input(q.node).detach());
     q.fq->update_qparams();
     q.fq->set_quantizing(true);
   }
@@ -92,7 +95,7 @@ void set_weight_ranges_mse(GraphModule& model, int64_t grid) {
     const QuantScheme& s = q.fq->scheme();
     NNOPT_CHECK(s.symmetric(), ValueError, "weight MSE ranges: node '", q.node, "' has a ",
                 s.describe(), " weight scheme; symmetric schemes only");
-    auto w = model->node_module(q.node).weight.detach().to(torch::kFloat32);
+    auto w = model->weight_transform_input(q.node).detach().to(torch::kFloat32);
     // [C, K]: rows are the channels (one row for per-tensor schemes).
     torch::Tensor rows = s.per_channel() ? w.movedim(s.ch_axis(), 0).reshape({w.size(s.ch_axis()), -1})
                                          : w.reshape({1, -1});
@@ -133,7 +136,8 @@ PtqResult run_ptq(GraphModule& fp32, const Dataset& calib, const PtqOptions& opt
   const double t0 = now_seconds();
   auto batches = take_batches(calib, opt.calib_batches(), opt.batch_size());
   GraphModule base = clone_plain(fp32);
-  GraphModule model = opt.fold_bn() ? fold_batch_norm(base) : base;
+  GraphModule model = opt.fold_bn() && !opt.bn_fold_simulation() ? fold_batch_norm(base) : base;
+  model->set_bn_fold_simulation(opt.bn_fold_simulation());
   model->eval();
   GraphModule reference = opt.adaround() ? clone_plain(model) : GraphModule(nullptr);
 

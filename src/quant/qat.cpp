@@ -57,7 +57,7 @@ void attach_qat_quantizers(GraphModule& model, const QatOptions& opt) {
     init.qparams = a.fq->qparams();
     init.weight = a.weight;
     init.options = &opt;
-    if (a.weight) init.value = model->node_module(a.node).weight.detach();
+    if (a.weight) init.value = model->weight_transform_input(a.node).detach();
     auto& f = a.weight ? method.weight : method.activation;
     QatQuantizerPtr q = f ? f(init) : nullptr;
     if (q) made.emplace_back(a, q);
@@ -144,23 +144,6 @@ TrainResult run_qat(GraphModule& model, const Dataset& train, const Dataset* val
   if (find_qat_quantizers(model).empty()) attach_qat_quantizers(model, opt);
   if (!teacher && !opt.teacher().empty())
     teacher = load_teacher_model(opt.teacher(), model->graph().input_shape());
-  // Folded weights train as W * s with the batch norm frozen (QatOptions::fold_preconditioning).
-  std::vector<std::pair<torch::Tensor, unsigned>> hooks;
-  if (opt.fold_preconditioning())
-    for (const auto& n : model->graph().nodes()) {
-      NodeModuleImpl& m = model->node_module(n.name);
-      if (!m.fold_scale.defined() || !m.weight.defined() || !m.weight.requires_grad()) continue;
-      std::vector<int64_t> shape(m.weight.dim(), 1);
-      shape[0] = -1;
-      const torch::Tensor s2 = m.fold_scale.square().reshape(shape).detach();
-      hooks.emplace_back(m.weight, m.weight.register_hook([s2](const torch::Tensor& g) { return g * s2; }));
-    }
-  struct RemoveHooks {
-    std::vector<std::pair<torch::Tensor, unsigned>>& h;
-    ~RemoveHooks() {
-      for (auto& [t, id] : h) t.remove_hook(id);
-    }
-  } remove_hooks{hooks};
   Trainer trainer(model, opt.train());
   trainer.add_callback(make_qat_callback(model, opt));
   if (teacher) {
@@ -174,6 +157,9 @@ TrainResult run_qat(GraphModule& model, const Dataset& train, const Dataset* val
 }
 
 void convert_qat_to_fake_quant(GraphModule& model) {
+  NNOPT_CHECK(!model->bn_fold_simulation(), ValueError,
+              "convert QAT quantizers: the model runs batch-norm fold simulation; fold_batch_norm it first "
+              "(the quantizers then see the weights they were trained on)");
   auto qs = find_qat_quantizers(model);
   // Check everything first so that an error leaves the model unchanged.
   for (const auto& a : qs)

@@ -6,6 +6,7 @@
 
 #include "nnopt/core/error.h"
 #include "nnopt/core/runtime.h"
+#include "nnopt/nn/fold_bn.h"
 #include "nnopt/quant/dfq.h"
 #include "nnopt/quant/ptq.h"
 #include "nnopt/quant/qat.h"
@@ -138,13 +139,16 @@ QuantizeOutcome quantize_with_method(GraphModule& fp32, const Dataset& train, co
     }
     if (!r.bias_shifts.empty()) j["bias_corrected_layers"] = r.bias_shifts.size();
   } else {
-    // QAT: a calibrated PTQ model first, then the method's learnable quantizers.
+    // QAT: a calibrated PTQ model first, then the method's learnable
+    // quantizers. The batch norms stay during training (fold simulation: they
+    // normalize with batch statistics) and are folded at the end.
     PtqResult p = run_ptq(fp32, train,
                           PtqOptions()
                               .config(out.config)
                               .calib_batches(o.calib_batches())
                               .batch_size(o.batch_size())
-                              .weight_mse(o.weight_mse()));
+                              .weight_mse(o.weight_mse())
+                              .bn_fold_simulation(true));
     GraphModule q = p.model;
     if (test != nullptr) j["ptq_accuracy"] = accuracy_on(q, *test);
     Dataset tr = train, val;
@@ -157,6 +161,8 @@ QuantizeOutcome quantize_with_method(GraphModule& fp32, const Dataset& train, co
     j["qat_epochs"] = r.history.size();
     if (r.resumed_from >= 0) j["qat_resumed_from"] = r.resumed_from;
     j["kd"] = o.kd();
+    q->eval();
+    q = fold_batch_norm(q);  // the quantizers move over unchanged
     for (const auto& a : find_qat_quantizers(q))
       if (!a.q->uniform()) out.uniform = false;  // APoT: non-uniform levels stay as they are
     if (out.uniform) convert_qat_to_fake_quant(q);

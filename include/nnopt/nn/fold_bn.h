@@ -20,9 +20,12 @@ BnFoldPlan plan_bn_folding(const Graph& g);
 
 /// A new model without the planned batch-norm nodes; readers of a folded
 /// batch norm read its producer, which now has a bias. Uses the running
-/// statistics, so the result equals `model` in eval mode. Each producer keeps
-/// its factor g / sqrt(var + eps) in NodeModuleImpl::fold_scale. Throws
-/// ValueError if a planned pair is not foldable or a node carries a transform.
+/// statistics, so the result equals `model` in eval mode. Throws
+/// ValueError if a planned pair is not foldable or one of its nodes carries a
+/// transform, unless `model` runs batch-norm fold simulation
+/// (GraphModuleImpl::set_bn_fold_simulation): then its transforms see the
+/// folded weights already and move to the folded model (shared, not copied),
+/// and the result equals `model` in eval mode with them.
 GraphModule apply_bn_folding(GraphModule& model, const BnFoldPlan& plan);
 
 /// plan + apply.

@@ -63,10 +63,6 @@ class NodeModuleImpl : public torch::nn::Module {
   TransformPtr weight_transform;
   TransformPtr act_transform;
   ConvKernel conv_kernel = ConvKernel::kAuto;  // conv2d only; not saved with the model
-  /// conv2d / linear that absorbed a batch norm (nn/fold_bn.h): the factor
-  /// gamma / sqrt(var + eps) per output channel its weight was multiplied by,
-  /// [C_out]; undefined otherwise. QAT uses it (quant/qat.h); not saved.
-  torch::Tensor fold_scale;
 };
 
 using TensorMap = std::map<std::string, torch::Tensor>;
@@ -97,6 +93,22 @@ class GraphModuleImpl : public torch::nn::Module {
 
   /// The weight as used in forward (after the weight transform, if any).
   torch::Tensor effective_weight(const std::string& node);
+  /// What the node's weight transform sees: the weight, or under batch-norm
+  /// fold simulation the folded weight W * s.
+  torch::Tensor weight_transform_input(const std::string& node);
+
+  /// Batch-norm fold simulation for quantization-aware training (Jacob et
+  /// al. 2018, sec. 3.2; PyTorch's ConvBn2d QAT modules). Each conv2d/linear
+  /// that fold_batch_norm would fold (nn/fold_bn.h) runs with the weight
+  ///   transform(W * s) / s,   s = gamma / sqrt(running_var + eps) per channel,
+  /// so its weight transform (a quantizer) sees the folded weight, while the
+  /// batch norm stays a node: in training it normalizes with the batch
+  /// statistics, which keeps QAT stable where the folded graph diverges
+  /// (resnet20 at lr 0.01, docs/results.md); in eval mode the model equals
+  /// the folded model with the same transforms, and fold_batch_norm then
+  /// moves the transforms over unchanged. Off by default; not saved.
+  void set_bn_fold_simulation(bool on);
+  bool bn_fold_simulation() const { return fold_sim_; }
 
   /// Run convolutions in channels-last (NHWC) memory order: conv weights are
   /// stored NHWC (same tensors, other strides) and the input is reordered
@@ -131,6 +143,8 @@ class GraphModuleImpl : public torch::nn::Module {
 
  private:
   torch::Tensor run(const torch::Tensor& x, const std::vector<std::string>* taps, TensorMap* out);
+  torch::Tensor layer_weight(size_t i);  // node i's weight as used in forward
+  torch::Tensor fold_factor(size_t i);   // [C, 1, ...]: s of node i's batch norm under fold simulation
   NodeModuleImpl& ensure_path(const std::string& dotted);
   Graph graph_;
   std::vector<std::shared_ptr<NodeModuleImpl>> mods_;  // indexed like graph_.nodes()
@@ -140,6 +154,8 @@ class GraphModuleImpl : public torch::nn::Module {
   std::vector<int> relu_to_pool_;  // relu node -> the max_pool that applies it after pooling, or -1
   bool channels_last_ = false;
   int run_threads_ = 0;
+  bool fold_sim_ = false;
+  std::vector<int> fold_bn_;  // conv2d/linear node -> index of the batch norm it folds into, or -1
 };
 TORCH_MODULE(GraphModule);
 

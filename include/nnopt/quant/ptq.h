@@ -39,6 +39,10 @@ struct PtqOptions {
   /// Fold batch norm into the preceding conv/linear first; default true
   /// (integer lowering needs it).
   TORCH_ARG(bool, fold_bn) = true;
+  /// Instead of folding: keep the batch norms and quantize under batch-norm
+  /// fold simulation (GraphModuleImpl::set_bn_fold_simulation), the start
+  /// for QAT; in eval mode the result equals the folded one. Default false.
+  TORCH_ARG(bool, bn_fold_simulation) = false;
   /// Weight ranges by a per-channel (or per-tensor) MSE grid search over
   /// shrink factors of max|W| instead of the weight observer; default false.
   TORCH_ARG(bool, weight_mse) = false;

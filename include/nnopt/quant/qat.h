@@ -75,16 +75,6 @@ struct QatOptions {
   /// Distillation losses when there is a teacher (distill/distill_loss.h specs).
   /// Default {"kd:T=4,alpha=0.5"}.
   TORCH_ARG(std::vector<std::string>, distill) = {"kd:T=4,alpha=0.5"};
-  /// Train each batch-norm-folded weight W' = W * s (s = gamma / sqrt(var +
-  /// eps) per output channel, NodeModuleImpl::fold_scale) as if the unfolded
-  /// W were trained with the batch norm frozen, as QAT recipes freeze it
-  /// (Krishnamoorthi 2018; Jacob et al. 2018): the gradient of W' is scaled
-  /// by s^2 per channel, which makes SGD's step on W' exactly s times SGD's
-  /// step on W (weight decay included). Without it a channel with s = 0.1
-  /// takes 100x the step it took in fp32 training: the session-7 resnet20
-  /// fell to 10 % within 16 steps at lr 0.01 (docs/results.md). Weights
-  /// without a fold_scale are trained as they are. Default true.
-  TORCH_ARG(bool, fold_preconditioning) = true;
 
  public:  // TORCH_ARG leaves the section private
   /// ValueError naming the bad option: unknown method (lists the known ones),
