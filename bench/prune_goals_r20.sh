@@ -27,6 +27,23 @@ CK="$RUNS/r20/model.nnopt"
 KD="kd:T=4,alpha=0.9"
 . "$(dirname "$0")/build_bench.sh" && build_bench "$BUILD" bench_prune_latency
 FT="--lr 0.01 --crop-padding 2 --hflip"
+# bench_prune_latency of MODEL against the checkpoint at 1 and 2 threads, into DIR/latency_t*.txt.
+latency() {
+  for thr in 1 2; do
+    "$BUILD"/bench_prune_latency "$CK" "$1" $thr 5 20 | tee "$2/latency_t$thr.txt"
+  done
+}
+# One shot to the per-group channel counts KEEP, 15 epochs of KD fine-tune, then latency.
+keep_run() {
+  OUT=$1
+  if [ ! -f "$OUT/prune.json" ]; then
+    "$BUILD"/nnopt prune "$CK" --criterion l1 --granularity channel --keep "$2" --schedule oneshot \
+      --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-threads 1,2 \
+      --progress lines --out "$OUT" > "$OUT.txt" 2> "$OUT.log" || { tail -3 "$OUT.log"; exit 1; }
+  fi
+  cat "$OUT.txt"
+  latency "$OUT/model.nnopt" "$OUT"
+}
 if [ "$WHAT" = blocks ] || [ "$WHAT" = all ]; then
   OUT="$RUNS/prune-blocks"
   "$BUILD"/nnopt prune search "$CK" --target macs=0.5,speedup=2 --remove-blocks --latency-batch 1,64 \
@@ -34,41 +51,20 @@ if [ "$WHAT" = blocks ] || [ "$WHAT" = all ]; then
     --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-repeats 20 \
     --seeds 0 --progress lines --out "$OUT" 2> "$OUT.log" > "$OUT.txt" || { cat "$OUT.log" | tail -3; exit 1; }
   cat "$OUT.txt"
-  for thr in 1 2; do
-    "$BUILD"/bench_prune_latency "$CK" "$OUT/seed0/search/model.nnopt" $thr 5 20 | tee "$OUT/latency_t$thr.txt"
-  done
+  latency "$OUT/seed0/search/model.nnopt" "$OUT"
 fi
 if [ "$WHAT" = keep ]; then
-  OUT="$RUNS/prune-keep-s4"
+  # S4 (session 10): layer1.1 and layer1.2 dropped, stages 2 and 3 at 24 and 48.
   KEEP="layer1.1.conv1=0,layer1.2.conv1=0,layer2.0.conv2=24,layer2.0.conv1=24,layer2.1.conv1=24,layer2.2.conv1=24"
-  KEEP="$KEEP,layer3.0.conv2=48,layer3.0.conv1=48,layer3.1.conv1=48,layer3.2.conv1=48"
-  if [ ! -f "$OUT/prune.json" ]; then
-    "$BUILD"/nnopt prune "$CK" --criterion l1 --granularity channel --keep "$KEEP" --schedule oneshot \
-      --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-threads 1,2 \
-      --progress lines --out "$OUT" > "$OUT.txt" 2> "$OUT.log" || { tail -3 "$OUT.log"; exit 1; }
-  fi
-  cat "$OUT.txt"
-  for thr in 1 2; do
-    "$BUILD"/bench_prune_latency "$CK" "$OUT/model.nnopt" $thr 5 20 | tee "$OUT/latency_t$thr.txt"
-  done
+  keep_run "$RUNS/prune-keep-s4" "$KEEP,layer3.0.conv2=48,layer3.0.conv1=48,layer3.1.conv1=48,layer3.2.conv1=48"
 fi
 if [ "$WHAT" = keep5 ]; then
-  # Session 11: four residual branches dropped (two in stage 1, the last of
-  # stages 2 and 3), stage 3 at 56 of 64 channels: 2.04x fewer MACs like
-  # keep's S4 but fewer conv calls; bench_structure_latency resnet20 2 gave
-  # 1.74x (b1) / 1.90x (b64) on random weights against S4's 1.61x / 1.98x.
-  OUT="$RUNS/prune-keep-s5"
+  # S5 (session 11): four residual branches dropped (two in stage 1, the last
+  # of stages 2 and 3), stage 3 at 56 of 64 channels: 2.04x fewer MACs like
+  # S4 but fewer conv calls; bench_structure_latency resnet20 2 gave 1.74x
+  # (b1) / 1.90x (b64) on random weights against S4's 1.61x / 1.98x.
   KEEP="layer1.1.conv1=0,layer1.2.conv1=0,layer2.2.conv1=0,layer3.2.conv1=0"
-  KEEP="$KEEP,layer3.0.conv2=56,layer3.0.conv1=56,layer3.1.conv1=56"
-  if [ ! -f "$OUT/prune.json" ]; then
-    "$BUILD"/nnopt prune "$CK" --criterion l1 --granularity channel --keep "$KEEP" --schedule oneshot \
-      --finetune-epochs 15 --distill "$KD" $FT --latency-rounds 5 --latency-threads 1,2 \
-      --progress lines --out "$OUT" > "$OUT.txt" 2> "$OUT.log" || { tail -3 "$OUT.log"; exit 1; }
-  fi
-  cat "$OUT.txt"
-  for thr in 1 2; do
-    "$BUILD"/bench_prune_latency "$CK" "$OUT/model.nnopt" $thr 5 20 | tee "$OUT/latency_t$thr.txt"
-  done
+  keep_run "$RUNS/prune-keep-s5" "$KEEP,layer3.0.conv2=56,layer3.0.conv1=56,layer3.1.conv1=56"
 fi
 if [ "$WHAT" = agp ] || [ "$WHAT" = all ]; then
   OUT="$RUNS/prune-agp90-kd"
