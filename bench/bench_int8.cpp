@@ -7,9 +7,14 @@
 //   * with a checkpoint: accuracy of fp32 / fake-quant / int8 on the
 //     Fashion-MNIST test set and the int8-vs-fake-quant top-1 agreement and
 //     max |logit diff|.
-// Usage: bench_int8 [MODEL | CHECKPOINT.nnopt] [THREADS=0 (all cores)] [REPEATS=30]
+//   Every latency is the median of ROUNDS alternating rounds (each column
+//   timed once per round, in turn), so a slow spell of the machine falls on
+//   all columns alike.
+// Usage: bench_int8 [MODEL | CHECKPOINT.nnopt] [THREADS=0 (all cores)] [REPEATS=30] [ROUNDS=5]
 // A model name gives random weights (latency only) on Fashion-MNIST's shape.
 #include <cstdio>
+#include <functional>
+#include <stdexcept>
 #include <iostream>
 #include <string>
 
@@ -36,6 +41,9 @@ int main(int argc, char** argv) {
     const int threads = set_threads(argc > 2 ? std::stoi(argv[2]) : 0);
     LatencyOptions lo;
     lo.repeats = argc > 3 ? std::stoll(argv[3]) : 30;
+    lo.max_seconds = 5;
+    const int64_t rounds = argc > 4 ? std::stoll(argv[4]) : 5;
+    if (lo.repeats < 3 || rounds < 1) throw std::invalid_argument("REPEATS must be >= 3 and ROUNDS >= 1");
     seed_everything(0);
     const bool trained = ends_with(what, ".nnopt");
     GraphModule m = trained ? load_model(what) : GraphModule(build_model(what, ModelOptions{}));
@@ -90,32 +98,39 @@ int main(int argc, char** argv) {
                   100.0 * agree / n, max_diff, max_diff / out_scale, out_scale);
     }
 
+    std::printf("latency: medians of %lld alternating rounds of %lld runs each\n", static_cast<long long>(rounds),
+                static_cast<long long>(lo.repeats));
     std::printf("%-6s %12s %13s %12s %10s %15s %15s %16s\n", "batch", "fp32 ms", "fakequant ms", "int8 ms",
                 "fp32/int8", "fp32 tuned ms", "int8 tuned ms", "tuned fp32/int8");
+    GraphModule ft = fold_batch_norm(m);  // fp32 as deployed: kernels and threads tuned per batch
+    ft->eval();
     const auto& shape = m->graph().input_shape();
     for (int64_t batch : {1, 64}) {
       std::vector<int64_t> sz{batch};
       sz.insert(sz.end(), shape.begin(), shape.end());
       auto x = torch::randn(sz);
       torch::NoGradGuard ng;
-      Latency a = time_forward([&] { fp->forward(x); }, batch, lo);
-      Latency b = time_forward([&] { fq->forward(x); }, batch, lo);
-      Latency c = time_forward([&] { q.forward(x); }, batch, lo);
-      // Both as deployed at this batch size: fp32 with its conv kernels and
-      // thread count tuned, int8 on its faster thread count.
-      const DeployTuning dt = tune_deployment(fp, batch);
-      Latency t = time_forward([&] { fp->forward(x); }, batch, lo);
-      reset_conv_kernels(fp);
-      Latency ci = c;
+      const DeployTuning dt = tune_deployment(ft, batch);
+      auto timed = [&](const std::function<void()>& fn) { return time_forward(fn, batch, lo).median_ms; };
+      // fp32, fake-quant, int8 on all threads, tuned fp32, then int8 on
+      // 1 .. threads-1 threads: every one in each round, in turn.
+      std::vector<std::function<double()>> measure{[&] { return timed([&] { fp->forward(x); }); },
+                                                   [&] { return timed([&] { fq->forward(x); }); },
+                                                   [&] { return timed([&] { q.forward(x); }); },
+                                                   [&] { return timed([&] { ft->forward(x); }); }};
+      for (int n = 1; n < threads; ++n)
+        measure.push_back([&, n] {
+          ScopedRunThreads scope(n);
+          return timed([&] { q.forward(x); });
+        });
+      const std::vector<double> ms = alternating_medians(measure, rounds);
+      double int8_best = ms[2];
       int int8_threads = threads;
-      for (int n = 1; n < threads; ++n) {
-        ScopedRunThreads scope(n);
-        Latency cn = time_forward([&] { q.forward(x); }, batch, lo);
-        if (cn.median_ms < ci.median_ms) ci = cn, int8_threads = n;
-      }
+      for (int n = 1; n < threads; ++n)
+        if (ms[3 + n] < int8_best) int8_best = ms[3 + n], int8_threads = n;
       std::printf("%-6lld %12.3f %13.3f %12.3f %9.2fx %10.3f (%dt) %10.3f (%dt) %15.2fx\n",
-                  static_cast<long long>(batch), a.median_ms, b.median_ms, c.median_ms, a.median_ms / c.median_ms,
-                  t.median_ms, dt.threads(), ci.median_ms, int8_threads, t.median_ms / ci.median_ms);
+                  static_cast<long long>(batch), ms[0], ms[1], ms[2], ms[0] / ms[2], ms[3], dt.threads(),
+                  int8_best, int8_threads, ms[3] / int8_best);
     }
     std::printf("int8 weights %lld bytes; fp32 parameters %lld bytes\n",
                 static_cast<long long>(q.weight_bytes()),

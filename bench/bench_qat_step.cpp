@@ -1,19 +1,30 @@
 // QAT training step time against the fp32 training step, measured in one run.
 // Variants (same zoo model, batch and threads; forward + loss + backward + SGD step):
 //   fp32       the model as trained in fp32 (with batch norm)
-//   fp32-fold  batch norm folded (the graph QAT trains)
-//   <method>   folded + W/A learnable quantizers (first/last layer 8-bit), per method
+//   fp32-fold  batch norm folded
+//   <method>   W/A learnable quantizers (first/last layer 8-bit), per method, on
+//              the graph QAT trains: batch-norm fold simulation (the batch norms
+//              stay; each conv uses q(W*s)/s, GraphModuleImpl::set_bn_fold_simulation)
+//   none / fakequant  fold simulation with no quantizers / with the calibrated
+//              fixed FakeQuants (where the time goes)
+//   <method>:fold  the same quantizers on the BN-folded graph (the flow before
+//              fold simulation; it diverges in training, docs/results.md)
 // Rounds alternate the variants; the median step time of each is printed with
 // its ratio to fp32.
 // Usage: bench_qat_step MODEL BATCH THREADS [STEPS] [ROUNDS] [BITS] [METHODS,comma-separated]
 #include <algorithm>
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "nnopt/core/runtime.h"
+#include "nnopt/deploy/profile.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/nn/fold_bn.h"
 #include "nnopt/nn/graph_module.h"
@@ -47,25 +58,30 @@ int main(int argc, char** argv) {
   {
     fp32->eval();
     models.push_back(fold_batch_norm(fp32));
-    for (const auto& m : methods) {
-      GraphModule q = fold_batch_norm(fp32);
-      attach_quantizers(q, QuantConfig()
-                               .weight(QuantScheme(bits).per_channel(true))
-                               .activation(QuantScheme(bits).is_signed(false).symmetric(false))
-                               .first_last_bits(8));
-      calibrate(q, {x});
-      attach_qat_quantizers(q, QatOptions().method(m));
-      names.push_back(m + " W" + std::to_string(bits) + "A" + std::to_string(bits));
+    for (const auto& spec : methods) {
+      // METHOD (fold simulation, as QAT trains) or METHOD:fold (on the folded graph).
+      const bool folded = spec.size() > 5 && spec.compare(spec.size() - 5, 5, ":fold") == 0;
+      const std::string m = folded ? spec.substr(0, spec.size() - 5) : spec;
+      GraphModule q = folded ? fold_batch_norm(fp32) : GraphModule(build_model(argv[1], ModelOptions{}));
+      q->set_bn_fold_simulation(!folded);
+      if (m != "none") {  // none: the graph alone, no quantizers
+        attach_quantizers(q, QuantConfig()
+                                 .weight(QuantScheme(bits).per_channel(true))
+                                 .activation(QuantScheme(bits).is_signed(false).symmetric(false))
+                                 .first_last_bits(8));
+        calibrate(q, {x});
+        // fakequant: the calibrated fixed FakeQuants (straight-through), no learnable parameters
+        if (m != "fakequant") attach_qat_quantizers(q, QatOptions().method(m));
+      }
+      names.push_back(m + " W" + std::to_string(bits) + "A" + std::to_string(bits) + (folded ? " fold" : ""));
       models.push_back(q);
     }
   }
-  std::vector<std::vector<double>> times(models.size());
-  for (int r = 0; r < rounds; ++r) {
-    for (size_t v = 0; v < models.size(); ++v) {
-      GraphModule m = models[v];
+  std::vector<std::function<double()>> measure;  // one round of one variant: mean ms per step
+  for (GraphModule m : models)
+    measure.push_back([m, steps, &x, &y]() mutable {
       m->train();
-      torch::optim::SGD sgd(m->parameters(),
-                            torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
+      torch::optim::SGD sgd(m->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
       double total = 0;
       for (int i = 0; i < steps + 2; ++i) {
         double t0 = now_seconds();
@@ -75,20 +91,29 @@ int main(int argc, char** argv) {
         sgd.step();
         if (i >= 2) total += now_seconds() - t0;
       }
-      times[v].push_back(1e3 * total / steps);
+      return 1e3 * total / steps;
+    });
+  const std::vector<double> ms = alternating_medians(measure, rounds);
+  // NNOPT_PROFILE=PREFIX: one more step of each variant under LibTorch's
+  // profiler, a chrome trace per variant (PREFIX<v>.json).
+  if (const char* prof = std::getenv("NNOPT_PROFILE")) {
+    for (size_t v = 0; v < models.size(); ++v) {
+      GraphModule m = models[v];
+      torch::optim::SGD sgd(m->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
+      torch::autograd::profiler::RecordProfile guard(std::string(prof) + std::to_string(v) + ".json");
+      auto loss = task_loss(m->forward(x), y);
+      sgd.zero_grad();
+      loss.backward();
+      sgd.step();
     }
   }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-  };
-  const double base = median(times[0]);
+  const double base = ms[0];
   std::printf("%s batch %lld, %s threads, %d steps x %d rounds (median)\n", argv[1],
               static_cast<long long>(batch), argv[3], steps, rounds);
-  std::printf("%-14s %10s %8s\n", "variant", "ms/step", "vs fp32");
+  std::printf("%-16s %10s %8s\n", "variant", "ms/step", "vs fp32");
   for (size_t v = 0; v < models.size(); ++v) {
-    const double t = median(times[v]);
-    std::printf("%-14s %10.1f %7.2fx\n", names[v].c_str(), t, t / base);
+    const double t = ms[v];
+    std::printf("%-16s %10.1f %7.2fx\n", names[v].c_str(), t, t / base);
   }
   return 0;
 }

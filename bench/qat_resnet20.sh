@@ -24,4 +24,7 @@ sel w2a2_apot    && run w2a2_apot    --method apot --wbits 2 --abits 2 --epochs 
 sel w2a2_lsq     && run w2a2_lsq     --method lsq  --wbits 2 --abits 2 --epochs 5 --lr 0.01
 sel w8a8_lsq     && run w8a8_lsq     --method lsq  --wbits 8 --abits 8 --epochs 1 --lr 0.001
 sel w4a4_lsq_kd  && run w4a4_lsq_kd  --method lsq  --wbits 4 --abits 4 --epochs 5 --lr 0.01 --kd 1
+sel w2a2_lsq_kd  && run w2a2_lsq_kd  --method lsq  --wbits 2 --abits 2 --epochs 5 --lr 0.01 --kd 1
+sel w2a2_apot_kd && run w2a2_apot_kd --method apot --wbits 2 --abits 2 --epochs 5 --lr 0.01 --kd 1
+sel w2a2_lsq_e15 && run w2a2_lsq_e15 --method lsq  --wbits 2 --abits 2 --epochs 15 --lr 0.01
 exit 0

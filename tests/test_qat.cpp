@@ -192,6 +192,45 @@ TEST(QatGrid, ApotLevels) {
   EXPECT_THROW_MSG(apot_levels(0), ValueError, "APoT: magnitude bits must be in [1, 8], got 0");
 }
 
+// The fused APoT operator against autograd of the formula in torch ops
+// (straight-through nearest level, RCF clip): values and both gradients.
+TEST(QatGrid, ApotFusedMatchesReferenceFormula) {
+  auto reference = [](const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& levels,
+                      bool is_signed) {
+    torch::Tensor a = alpha.clamp_min(1e-8).reshape({});
+    torch::Tensor xn = x / a;
+    torch::Tensor xc = is_signed ? xn.clamp(-1.0, 1.0) : xn.clamp(0.0, 1.0);
+    torch::Tensor q;
+    {
+      torch::NoGradGuard ng;
+      // Nearest level: the number of midpoints <= |x| (ties go up).
+      torch::Tensor mid = (levels.slice(0, 1) + levels.slice(0, 0, -1)) * 0.5;
+      q = levels.index({torch::bucketize(xc.abs(), mid, /*out_int32=*/false, /*right=*/true)});
+      if (is_signed) q = q * torch::sign(xc);
+    }
+    return (xc + (q - xc).detach()) * a;
+  };
+  torch::manual_seed(11);
+  for (int64_t m : {2, 3, 8}) {  // 8: 256 levels, the binary-search path
+    for (bool sgn : {true, false}) {
+      SCOPED_TRACE(std::to_string(m) + (sgn ? " signed" : " unsigned"));
+      torch::Tensor levels = apot_levels(m);
+      torch::Tensor x0 = torch::randn({70000}) * 1.5;  // several chunks, many values beyond alpha
+      torch::Tensor dy = torch::randn({70000});
+      torch::Tensor x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
+      torch::Tensor a1 = torch::full({1}, 1.3f).requires_grad_(true), a2 = a1.detach().clone().requires_grad_(true);
+      torch::Tensor y1 = apot_quantize(x1, a1, levels, sgn), y2 = reference(x2, a2, levels, sgn);
+      EXPECT_LT((y1 - y2).abs().max().item<float>(), 1e-6f);
+      (y1 * dy).sum().backward();
+      (y2 * dy).sum().backward();
+      EXPECT_LT((x1.grad() - x2.grad()).abs().max().item<float>(), 1e-5f);  // reference: (dy * a) / a
+      EXPECT_NEAR(a1.grad().item<double>(), a2.grad().item<double>(), 1e-3 * (1 + std::abs(a2.grad().item<double>())));
+    }
+  }
+  EXPECT_THROW_MSG(apot_quantize(torch::zeros({3}, torch::kFloat64), torch::ones({1}), apot_levels(2), true),
+                   ValueError, "APoT: x must be float32, got Double");
+}
+
 // ---------------------------------------------------------------- learnable parameters
 
 TEST(QatParams, ClipAndOffsetGetGradients) {

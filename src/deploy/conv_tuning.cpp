@@ -10,13 +10,6 @@
 
 namespace nnopt {
 
-namespace {
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-}  // namespace
-
 std::string conv_kernel_name(ConvKernel k) {
   switch (k) {
     case ConvKernel::kOnednn: return "onednn";
@@ -52,14 +45,12 @@ ConvKernelTiming time_conv_kernels(const torch::Tensor& x0, const torch::Tensor&
     return time_forward([&] { at::mkldnn_convolution(x, w, bias, pad, st, dil, a.groups); }, batch, lo)
         .median_ms;
   };
-  std::vector<double> on, nat;
-  for (int64_t r = 0; r < rounds; ++r) {
-    on.push_back(run(ConvKernel::kOnednn));
-    if (native_ok) nat.push_back(run(ConvKernel::kNative));
-  }
+  std::vector<std::function<double()>> measure{[&] { return run(ConvKernel::kOnednn); }};
+  if (native_ok) measure.push_back([&] { return run(ConvKernel::kNative); });
+  const std::vector<double> ms = alternating_medians(measure, rounds);
   ConvKernelTiming t;
-  t.onednn_ms = median(on);
-  t.native_ms = native_ok ? median(nat) : 0;
+  t.onednn_ms = ms[0];
+  t.native_ms = native_ok ? ms[1] : 0;
   t.chosen = native_ok && t.native_ms < t.onednn_ms ? ConvKernel::kNative : ConvKernel::kOnednn;
   return t;
 }
@@ -126,17 +117,18 @@ DeployTuning tune_deployment(GraphModule& model, int64_t batch, int max_threads,
   lo.warmup = 3;
   lo.repeats = repeats;
   lo.max_seconds = 5;
-  std::vector<std::vector<double>> runs(cand.size());
-  for (int64_t r = 0; r < rounds; ++r)
-    for (size_t i = 0; i < cand.size(); ++i) {
-      apply(cand[i]);
-      runs[i].push_back(measure_latency(model, batch, lo).median_ms);
-    }
+  std::vector<std::function<double()>> measure;
+  for (const DeployCandidate& c : cand)
+    measure.push_back([&, c] {
+      apply(c);
+      return measure_latency(model, batch, lo).median_ms;
+    });
+  const std::vector<double> ms = alternating_medians(measure, rounds);
   DeployTuning out;
   out.batch = batch;
   size_t best = 0;
   for (size_t i = 0; i < cand.size(); ++i) {
-    cand[i].ms = median(runs[i]);
+    cand[i].ms = ms[i];
     if (cand[i].ms < cand[best].ms) best = i;
   }
   out.candidates = cand;

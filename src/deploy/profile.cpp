@@ -35,6 +35,19 @@ Latency time_forward(const std::function<void()>& fn, int64_t batch, const Laten
   return l;
 }
 
+std::vector<double> alternating_medians(const std::vector<std::function<double()>>& measure, int64_t rounds) {
+  NNOPT_CHECK(rounds >= 1, ValueError, "alternating rounds must be >= 1, got ", rounds);
+  std::vector<std::vector<double>> runs(measure.size());
+  for (int64_t r = 0; r < rounds; ++r)
+    for (size_t i = 0; i < measure.size(); ++i) runs[i].push_back(measure[i]());
+  std::vector<double> out;
+  for (auto& v : runs) {
+    std::sort(v.begin(), v.end());
+    out.push_back(v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
+  }
+  return out;
+}
+
 Latency measure_latency(GraphModule& model, int64_t batch, const LatencyOptions& opt) {
   NNOPT_CHECK(batch >= 1, ValueError, "latency batch must be >= 1, got ", batch);
   bool was_training = model->is_training();

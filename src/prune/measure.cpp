@@ -21,15 +21,10 @@ std::vector<double> alternating_latency(const std::vector<GraphModule*>& models,
   lo.warmup = 5;
   lo.repeats = repeats;
   lo.max_seconds = 10;
-  std::vector<std::vector<double>> runs(models.size());
-  for (int64_t r = 0; r < rounds; ++r)
-    for (size_t i = 0; i < models.size(); ++i) runs[i].push_back(measure_latency(*models[i], batch, lo).median_ms);
-  std::vector<double> out;
-  for (auto& v : runs) {
-    std::sort(v.begin(), v.end());
-    out.push_back(v[v.size() / 2]);
-  }
-  return out;
+  std::vector<std::function<double()>> measure;
+  for (GraphModule* m : models)
+    measure.push_back([m, batch, &lo] { return measure_latency(*m, batch, lo).median_ms; });
+  return alternating_medians(measure, rounds);
 }
 
 json latency_vs_reference(const std::vector<GraphModule*>& models, const std::vector<int64_t>& batches,

@@ -9,10 +9,13 @@
 #include <vector>
 
 #include "nnopt/core/error.h"
+#include "chunked_sums.h"
 
 // The two element loops below are the QAT hot path: let GCC vectorize them fully.
+// no-trapping-math lets it turn the compare-and-selects into vector min / max /
+// masks (without it none of these loops vectorized); values are unchanged.
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("O3")
+#pragma GCC optimize("O3", "no-trapping-math")
 #endif
 
 namespace nnopt {
@@ -31,8 +34,9 @@ inline float round_even(float v) {
 }
 
 // out = clamp(round((x - b) * inv), lo, hi) * s + b; branch-free so that GCC
-// vectorizes it. clamp-then-round equals round-then-clamp for integer bounds.
-void forward_range(const float* __restrict x, float* __restrict out, int64_t n, float s,
+// vectorizes it (an AVX2 clone beside the baseline one; no FMA, so both give
+// the same values). clamp-then-round equals round-then-clamp for integer bounds.
+__attribute__((target_clones("avx2", "default"))) void forward_range(const float* __restrict x, float* __restrict out, int64_t n, float s,
                    float inv, float b, float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) {
     float v = (x[i] - b) * inv;
@@ -43,37 +47,40 @@ void forward_range(const float* __restrict x, float* __restrict out, int64_t n, 
 }
 
 // dx, and the chunk's sums of dy * d(out)/d(step) (before g) and dy * d(out)/d(offset).
-// Eight partial sums so that the reduction vectorizes without reassociation.
-void backward_range(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
+// Branch-free (the outside-the-range test is a 0/1 factor) with eight partial
+// sums, so that GCC vectorizes it without reassociating the reduction.
+__attribute__((target_clones("avx2", "default"))) void backward_range(const float* __restrict x, const float* __restrict dy, float* __restrict dx,
                     int64_t n, float inv, float b, float lo, float hi, bool inside,
                     double* ds_out, double* db_out) {
   constexpr int kLanes = 8;
   float sacc[kLanes] = {0}, bacc[kLanes] = {0};
   const float in_scale = inside ? 1.0f : 0.0f;
+  // One element: dx, and its step and offset terms.
+  auto element = [&](int64_t i, float& ds, float& db) {
+    const float v = (x[i] - b) * inv;
+    const float d = dy[i];
+    float vc = v < lo ? lo : v;
+    vc = vc > hi ? hi : vc;
+    const float out = vc != v ? 1.0f : 0.0f;  // 1 outside [lo, hi]
+    dx[i] = (1.0f - out) * d;
+    ds = d * (out * vc + (1.0f - out) * (round_even(vc) - v) * in_scale);
+    db = out * d;
+  };
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
-      const float v = (x[i + j] - b) * inv;
-      const float d = dy[i + j];
-      const bool below = v < lo, above = v > hi;
-      const bool out = below || above;
-      const float vc = below ? lo : (above ? hi : v);
-      const float st = out ? vc : (round_even(vc) - v) * in_scale;
-      dx[i + j] = out ? 0.0f : d;
-      sacc[j] += d * st;
-      bacc[j] += out ? d : 0.0f;
+      float ds, db;
+      element(i + j, ds, db);
+      sacc[j] += ds;
+      bacc[j] += db;
     }
   }
   double ds = 0, db = 0;
   for (; i < n; ++i) {
-    const float v = (x[i] - b) * inv;
-    const float d = dy[i];
-    const bool below = v < lo, above = v > hi;
-    const bool out = below || above;
-    const float vc = below ? lo : (above ? hi : v);
-    dx[i] = out ? 0.0f : d;
-    ds += static_cast<double>(d) * (out ? vc : (round_even(vc) - v) * in_scale);
-    db += out ? d : 0.0f;
+    float s1, b1;
+    element(i, s1, b1);
+    ds += s1;
+    db += b1;
   }
   for (int j = 0; j < kLanes; ++j) {
     ds += sacc[j];
@@ -98,7 +105,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     torch::Tensor out = torch::empty_like(xc);
     const float* xp = xc.data_ptr<float>();
     float* op = out.data_ptr<float>();
-    at::parallel_for(0, xc.numel(), 16384, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, xc.numel(), detail::kFusedChunk, [&](int64_t begin, int64_t end) {
       forward_range(xp + begin, op + begin, end - begin, s, inv, b, flo, fhi);
     });
     ctx->save_for_backward({xc});
@@ -128,23 +135,10 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const float* xp = xc.data_ptr<float>();
     const float* gp = dy.data_ptr<float>();
     float* dp = dx.data_ptr<float>();
-    const int64_t n = xc.numel();
-    // Fixed chunking so the reduction order (and result) does not depend on threads.
-    const int64_t chunk = 16384;
-    const int64_t nchunks = std::max<int64_t>(1, (n + chunk - 1) / chunk);
-    std::vector<double> ds(nchunks, 0.0), db(nchunks, 0.0);
-    at::parallel_for(0, nchunks, 1, [&](int64_t cb, int64_t ce) {
-      for (int64_t c = cb; c < ce; ++c) {
-        const int64_t e = std::min(n, (c + 1) * chunk);
-        backward_range(xp + c * chunk, gp + c * chunk, dp + c * chunk, e - c * chunk, inv, b, lo,
-                       hi, inside, &ds[c], &db[c]);
-      }
+    const auto sums = detail::chunked_sums<2>(xc.numel(), [&](int64_t b0, int64_t e, double* sum) {
+      backward_range(xp + b0, gp + b0, dp + b0, e - b0, inv, b, lo, hi, inside, &sum[0], &sum[1]);
     });
-    double dss = 0, dbs = 0;
-    for (int64_t c = 0; c < nchunks; ++c) {
-      dss += ds[c];
-      dbs += db[c];
-    }
+    const double dss = sums[0], dbs = sums[1];
     torch::Tensor gstep = torch::full({1}, dss * g, torch::kFloat32);
     torch::Tensor goff = has_offset ? torch::full({1}, dbs * g, torch::kFloat32) : torch::Tensor();
     return {dx,

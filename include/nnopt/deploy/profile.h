@@ -24,6 +24,10 @@ struct Latency {
 
 /// Times `fn` (one forward pass of `batch` samples): warm-up, then repeats; median and spread.
 Latency time_forward(const std::function<void()>& fn, int64_t batch, const LatencyOptions& opt = {});
+/// Alternating rounds: calls measure[0](), measure[1](), ..., then again, `rounds` times, and
+/// returns the median of each one's results (e.g. milliseconds). A slow spell of a shared machine
+/// then falls on every measurement alike: use it whenever timings are compared with each other.
+std::vector<double> alternating_medians(const std::vector<std::function<double()>>& measure, int64_t rounds);
 /// Latency of `model` in eval mode, no grad, on random input of the model's input shape.
 Latency measure_latency(GraphModule& model, int64_t batch, const LatencyOptions& opt = {});
 

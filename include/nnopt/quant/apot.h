@@ -44,7 +44,9 @@ namespace nnopt {
 torch::Tensor apot_levels(int64_t magnitude_bits);
 
 /// Nearest APoT level (straight-through) with the RCF clip:
-/// x [any shape] -> alpha * Pi(clamp(x / alpha, lo, 1)), lo = -1 (signed) or 0.
+/// x [any shape] -> alpha * Pi(clamp(x / alpha, lo, 1)), lo = -1 (signed) or 0;
+/// one fused pass forward and one backward (gradients above). x float32,
+/// alpha one element, levels ascending (apot_levels); ValueError otherwise.
 torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
                             const torch::Tensor& levels, bool is_signed);
 
