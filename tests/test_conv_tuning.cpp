@@ -9,7 +9,9 @@
 #include "nnopt/core/error.h"
 #include "nnopt/core/runtime.h"
 #include "nnopt/deploy/conv_tuning.h"
+#include "nnopt/deploy/profile.h"
 #include "nnopt/models/zoo.h"
+#include "test_util.h"
 
 using namespace nnopt;
 
@@ -186,4 +188,26 @@ TEST(ConvTuning, DeploymentTuningPicksTheFastestThreadCountAndKeepsTheOutputs) {
     EXPECT_NE(std::string(e.what()).find("deployment tuning batch must be >= 1, got 0"), std::string::npos);
   }
   EXPECT_THROW(tune_deployment(m, 1, 1, 1, 2), ValueError);
+}
+
+// Every timing compared with another goes through alternating_medians: the
+// measurements run in turn, round after round, and each gets its median.
+TEST(AlternatingMedians, RunsInTurnAndTakesEachMedian) {
+  std::vector<int> order;
+  const std::vector<double> a{5, 1, 3, 9}, b{2, 8, 4, 6};
+  size_t ia = 0, ib = 0;
+  std::vector<std::function<double()>> measure{[&] {
+                                                 order.push_back(0);
+                                                 return a[ia++];
+                                               },
+                                               [&] {
+                                                 order.push_back(1);
+                                                 return b[ib++];
+                                               }};
+  const std::vector<double> three = alternating_medians(measure, 3);
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 0, 1, 0, 1}));
+  EXPECT_EQ(three, (std::vector<double>{3, 4}));  // medians of {5, 1, 3} and {2, 8, 4}
+  ia = ib = 0;
+  EXPECT_EQ(alternating_medians(measure, 4), (std::vector<double>{4, 5}));  // even count: mean of the middle two
+  EXPECT_THROW_MSG(alternating_medians(measure, 0), ValueError, "alternating rounds must be >= 1, got 0");
 }

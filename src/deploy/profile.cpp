@@ -11,6 +11,12 @@
 
 namespace nnopt {
 
+namespace {
+double median_of_sorted(const std::vector<double>& v) {
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+}  // namespace
+
 Latency time_forward(const std::function<void()>& fn, int64_t batch, const LatencyOptions& opt) {
   NNOPT_CHECK(opt.repeats >= 1, ValueError, "latency repeats must be >= 1, got ", opt.repeats);
   NNOPT_CHECK(opt.warmup >= 0, ValueError, "latency warmup must be >= 0, got ", opt.warmup);
@@ -27,7 +33,7 @@ Latency time_forward(const std::function<void()>& fn, int64_t batch, const Laten
   auto q = [&](double f) { return ms[std::min(ms.size() - 1, static_cast<size_t>(f * ms.size()))]; };
   Latency l;
   l.batch = batch;
-  l.median_ms = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+  l.median_ms = median_of_sorted(ms);
   l.p10_ms = q(0.1);
   l.p90_ms = q(0.9);
   l.repeats = static_cast<int64_t>(ms.size());
@@ -43,7 +49,7 @@ std::vector<double> alternating_medians(const std::vector<std::function<double()
   std::vector<double> out;
   for (auto& v : runs) {
     std::sort(v.begin(), v.end());
-    out.push_back(v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]));
+    out.push_back(median_of_sorted(v));
   }
   return out;
 }
