@@ -75,8 +75,17 @@ struct ApotGrid {
         for (int64_t i = 0; i < n; ++i) k[i] += __builtin_fabsf(v[i]) >= t ? 1 : 0;
       for (int64_t i = 0; i < n; ++i) q[i] = level[static_cast<size_t>(k[i])];
     } else {
-      for (int64_t i = 0; i < n; ++i)
-        q[i] = level[static_cast<size_t>(std::upper_bound(mid.begin(), mid.end(), __builtin_fabsf(v[i])) - mid.begin())];
+      for (int64_t i = 0; i < n; ++i) {  // binary search (std::upper_bound would not inline here)
+        const float m = __builtin_fabsf(v[i]);
+        size_t k = 0, len = mid.size();
+        while (len > 0) {
+          const size_t half = len / 2;
+          const bool right = mid[k + half] <= m;
+          k = right ? k + half + 1 : k;
+          len = right ? len - half - 1 : half;
+        }
+        q[i] = level[k];
+      }
     }
     for (int64_t i = 0; i < n; ++i) q[i] = v[i] < 0 ? -q[i] : q[i];
   }
