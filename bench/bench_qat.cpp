@@ -8,7 +8,7 @@
 //                  [--epochs 5] [--lr 0.01] [--wd 1e-4] [--batch 128] [--kd 0|1]
 //                  [--kd-spec kd:T=4,alpha=0.5] [--calib 8] [--act-observer mse]
 //                  [--first-last 8] [--memory-format channels_last|contiguous] [--limit 0]
-//                  [--threads 2] [--out DIR] [--fold sim|1]
+//                  [--threads 2] [--out DIR] [--fold sim|1] [--freeze-bn EPOCH (0 = never)]
 // --fold sim (default): QAT with batch-norm fold simulation (the batch norms
 // stay and normalize with batch statistics; GraphModuleImpl::set_bn_fold_simulation),
 // folded after training; --fold 1: QAT on the folded graph (diverged at lr 0.01).
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
       {"abits", "4"}, {"epochs", "5"}, {"lr", "0.01"}, {"wd", "1e-4"}, {"batch", "128"},
       {"kd", "0"}, {"kd-spec", "kd:T=4,alpha=0.5"}, {"calib", "8"}, {"act-observer", "mse"},
       {"first-last", "8"}, {"memory-format", "channels_last"}, {"limit", "0"}, {"threads", "2"}, {"out", ""}, {"progress", "lines"},
-      {"fold", "sim"}};
+      {"fold", "sim"}, {"freeze-bn", "0"}};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || !a.count(k.substr(2))) {
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     attach_quantizers(m, cfg);
     calibrate(m, train, std::stoll(a["calib"]), 128);
     const double acc_ptq = evaluate(m, test).accuracy;
-    QatOptions q = QatOptions().method(a["method"]).distill({a["kd-spec"]});
+    QatOptions q = QatOptions().method(a["method"]).distill({a["kd-spec"]}).freeze_bn_epoch(std::stoll(a["freeze-bn"]));
     q.train() = TrainOptions(std::stoll(a["epochs"]))
                     .lr(std::stod(a["lr"]))
                     .weight_decay(std::stod(a["wd"]))
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
     nlohmann::json j = {{"model", a["model"]}, {"method", a["method"]}, {"wbits", wb},
                         {"abits", ab}, {"first_last_bits", std::stoll(a["first-last"])},
                         {"epochs", std::stoll(a["epochs"])}, {"lr", std::stod(a["lr"])},
-                        {"kd", a["kd"] == "1" ? a["kd-spec"] : ""}, {"fold", a["fold"]},
+                        {"kd", a["kd"] == "1" ? a["kd-spec"] : ""}, {"fold", a["fold"]}, {"freeze_bn_epoch", std::stoll(a["freeze-bn"])},
                         {"act_observer", a["act-observer"]},
                         {"fp32_acc", acc_fp32}, {"ptq_acc", acc_ptq}, {"qat_acc", acc_qat},
                         {"drop_pt", 100 * (acc_fp32 - acc_qat)}, {"qat_seconds", secs}};

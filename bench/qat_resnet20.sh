@@ -27,4 +27,5 @@ sel w4a4_lsq_kd  && run w4a4_lsq_kd  --method lsq  --wbits 4 --abits 4 --epochs 
 sel w2a2_lsq_kd  && run w2a2_lsq_kd  --method lsq  --wbits 2 --abits 2 --epochs 5 --lr 0.01 --kd 1
 sel w2a2_apot_kd && run w2a2_apot_kd --method apot --wbits 2 --abits 2 --epochs 5 --lr 0.01 --kd 1
 sel w2a2_lsq_e15 && run w2a2_lsq_e15 --method lsq  --wbits 2 --abits 2 --epochs 15 --lr 0.01
+sel w2a2_lsq_e15_fbn && run w2a2_lsq_e15_fbn --method lsq --wbits 2 --abits 2 --epochs 15 --lr 0.01 --freeze-bn 12
 exit 0

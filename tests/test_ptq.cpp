@@ -492,6 +492,8 @@ TEST(QuantizeCli, ClearErrors) {
            {"--abits 1", "--abits must be in [2, 8], got 1"},
            {"--method foo", "unknown method 'foo' (known: minmax, percentile"},
            {"--calib-batches 0", "calibration needs at least 1 batch, got 0"},
+           {"--method lsq --epochs 2 --freeze-bn-epoch 3",
+            "--freeze-bn-epoch must be in [0, 2] (0 = never; the QAT epochs), got 3"},
        }) {
     auto r = test::run_cli(base + c.args, M.dir);
     EXPECT_EQ(r.code, 2) << c.args;

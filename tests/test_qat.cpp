@@ -510,6 +510,43 @@ TEST(QatFoldSimulation, TrainsWithBatchStatisticsAndConvertsAfterFolding) {
   EXPECT_GE(q.forward(t.test.images).argmax(1).eq(yf.argmax(1)).to(torch::kFloat).mean().item<float>(), 0.95f);
 }
 
+// QatOptions::freeze_bn_epoch: from that epoch on the batch norms use their
+// running statistics (and keep them) while gamma, beta and the rest train.
+TEST(QatFoldSimulation, FrozenBatchNormsKeepTheirStatisticsAndStillTrain) {
+  const TinyTask& t = tiny();
+  GraphModule m = tiny_unfolded();
+  m->set_bn_fold_simulation(true);
+  attach_quantizers(m, QuantConfig()
+                           .weight(QuantScheme(4).per_channel(true))
+                           .activation(QuantScheme(4).is_signed(false).symmetric(false)));
+  calibrate(m, t.train, 2, 128);
+  // In train mode a frozen batch norm gives what eval mode gives.
+  const torch::Tensor x = t.test.images.slice(0, 0, 64);
+  torch::Tensor y_eval;
+  {
+    torch::NoGradGuard ng;
+    m->eval();
+    y_eval = m->forward(x);
+    m->train();
+    for (const Node& n : m->graph().nodes())
+      if (n.op == OpKind::kBatchNorm) m->node_module(n.name).eval();
+    EXPECT_LE((m->forward(x) - y_eval).abs().max().item<double>(), 1e-5);
+    m->train();
+    EXPECT_GT((m->forward(x) - y_eval).abs().max().item<double>(), 1e-3) << "batch statistics differ";
+  }
+  const torch::Tensor mean0 = m->node_module("bn1").running_mean.clone();
+  const torch::Tensor var0 = m->node_module("bn1").running_var.clone();
+  const torch::Tensor gamma0 = m->node_module("bn1").weight.detach().clone();
+  run_qat(m, t.train, nullptr, quick("lsq", 1).freeze_bn_epoch(1));
+  EXPECT_TRUE(torch::equal(m->node_module("bn1").running_mean, mean0));
+  EXPECT_TRUE(torch::equal(m->node_module("bn1").running_var, var0));
+  EXPECT_FALSE(torch::equal(m->node_module("bn1").weight.detach(), gamma0)) << "gamma still trains";
+  EXPECT_THROW_MSG(quick("lsq", 2).freeze_bn_epoch(3).validate(), ValueError,
+                   "freeze_bn_epoch 3 is after the last of the 2 epochs");
+  EXPECT_THROW_MSG(quick("lsq", 2).freeze_bn_epoch(-1).validate(), ValueError,
+                   "freeze_bn_epoch must be >= 0 (0 = never), got -1");
+}
+
 // ---------------------------------------------------------------- errors
 
 TEST(QatErrors, ClearMessages) {

@@ -16,7 +16,8 @@ void register_compare_quant(CLI::App& app, Runner& run) {
   static DataArgs d;
   static std::string checkpoint, methods, bits = "8/8,4/4,3/3,2/2", act_observer, schedule = "cosine";
   static int64_t calib_batches = 8, batch_size = 64, epochs = 3, qat_batch = 128, max_batches = 0,
-                 first_last_bits = 8, adaround_iters = 1000, val_size = 0;
+                 first_last_bits = 8, adaround_iters = 1000, val_size = 0,
+                 freeze_bn_epoch = 0;
   static double lr = 0.01, weight_decay = 5e-4;
   static bool per_channel = false, weight_mse = false, kd = false, no_latency = false;
   auto* sub = compare_command(app)->add_subcommand(
@@ -47,6 +48,8 @@ void register_compare_quant(CLI::App& app, Runner& run) {
   sub->add_option("--max-batches", max_batches, "QAT: batches per epoch at most (0 = all)");
   sub->add_option("--val-size", val_size, "QAT: hold out N train samples for validation (0 = none)");
   sub->add_flag("--kd", kd, "QAT: distill from the fp32 model (kd:T=4,alpha=0.5)");
+  sub->add_option("--freeze-bn-epoch", freeze_bn_epoch,
+                  "QAT: batch norms use and keep their running statistics from this epoch on (0 = never)");
   sub->add_flag("--no-latency", no_latency, "skip the fp32 / int8 latency measurement");
   sub->callback([&run] {
     run = [] {
@@ -59,7 +62,7 @@ void register_compare_quant(CLI::App& app, Runner& run) {
       QuantizeMethodOptions& q = o.quantize();
       q.per_channel(per_channel).first_last_bits(first_last_bits).calib_batches(calib_batches)
           .batch_size(batch_size).act_observer(act_observer).weight_mse(weight_mse)
-          .adaround_iters(adaround_iters).seed(c.seed).kd(kd).val_size(val_size);
+          .adaround_iters(adaround_iters).seed(c.seed).kd(kd).val_size(val_size).freeze_bn_epoch(freeze_bn_epoch);
       q.train().epochs(epochs).lr(lr).weight_decay(weight_decay).schedule(schedule)
           .batch_size(qat_batch).max_batches(max_batches).seed(c.seed).progress(c.progress);
       o.validate();  // before any data is read

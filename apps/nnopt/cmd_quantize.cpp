@@ -55,7 +55,7 @@ void register_quantize(CLI::App& app, Runner& run) {
   static bool per_channel = false, bias_corr = false, absorb = false, no_latency = false,
               weight_mse = false, kd = false, no_equalize = false, no_analytic_bc = false;
   static double size_budget_kib = 0, range_sigmas = 6, qat_lr = 0.01;
-  static int64_t qat_batch = 128, val_size = 0;
+  static int64_t qat_batch = 128, val_size = 0, freeze_bn_epoch = 0;
   auto* sub = app.add_subcommand(
       "quantize", "quantize a checkpoint: PTQ (minmax, percentile, mse, kl), data-free (dfq), "
                   "AdaRound, QAT (dorefa, pact, lsq, lsq+, apot); int8 model at 8 bits");
@@ -82,6 +82,8 @@ void register_quantize(CLI::App& app, Runner& run) {
   sub->add_option("--qat-batch-size", qat_batch, "QAT training batch size");
   sub->add_option("--val-size", val_size, "QAT: hold out N train samples for validation (0 = none)");
   sub->add_flag("--kd", kd, "QAT: distill from the fp32 model (kd:T=4,alpha=0.5)");
+  sub->add_option("--freeze-bn-epoch", freeze_bn_epoch,
+                  "QAT: batch norms use and keep their running statistics from this epoch on (0 = never)");
   sub->add_option("--adaround-iters", adaround_iters, "AdaRound Adam steps per layer");
   sub->add_option("--dfq-act", dfq_act,
                   "dfq activation ranges: bn (from batch-norm statistics, data-free) or calibrate");
@@ -112,7 +114,7 @@ void register_quantize(CLI::App& app, Runner& run) {
           .calib_batches(calib_batches).batch_size(batch_size).bias_correction(bias_corr)
           .weight_mse(weight_mse).adaround_iters(adaround_iters).seed(c.seed).dfq_act(dfq_act)
           .range_sigmas(range_sigmas).absorb_high_bias(absorb).equalize(!no_equalize)
-          .analytic_bias_correction(!no_analytic_bc).kd(kd).val_size(val_size)
+          .analytic_bias_correction(!no_analytic_bc).kd(kd).val_size(val_size).freeze_bn_epoch(freeze_bn_epoch)
           .train(TrainOptions(epochs).lr(qat_lr).batch_size(qat_batch).seed(c.seed)
                      .out_dir(path_join(c.out, "qat")).progress(c.progress));
       o.validate();

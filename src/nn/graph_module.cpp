@@ -273,11 +273,15 @@ torch::Tensor GraphModuleImpl::run(const torch::Tensor& x, const std::vector<std
       }
       case OpKind::kBatchNorm: {
         const auto& a = n.as<BatchNormAttrs>();
-        if (train) {
+        // A batch norm whose own module is in eval mode (frozen statistics,
+        // QatOptions::freeze_bn_epoch) normalizes with its running
+        // statistics, and leaves them as they are, while the model trains.
+        const bool bn_train = train && m.is_training();
+        if (bn_train) {
           torch::NoGradGuard ng;
           m.num_batches_tracked.add_(1);
         }
-        y = at::batch_norm(in0(), m.weight, m.bias, m.running_mean, m.running_var, train,
+        y = at::batch_norm(in0(), m.weight, m.bias, m.running_mean, m.running_var, bn_train,
                            a.momentum, a.eps, false);
         break;
       }

@@ -180,6 +180,8 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
                             {"analytic_bias_correction", base.analytic_bias_correction()},
                             {"input_range", base.input_range()}}},
                    {"qat", {{"train", recipe}, {"kd", base.kd()}, {"val_size", base.val_size()}}}};
+  // Only when set, so that folders started before the option resume.
+  if (base.freeze_bn_epoch() > 0) protocol["qat"]["freeze_bn_epoch"] = base.freeze_bn_epoch();
   Study study(opt.out_dir(), protocol);
 
   // The fp32 reference: accuracy, size, latency.

@@ -18,6 +18,10 @@ void QatOptions::validate() const {
               "clip_decay must be >= 0 and finite, got ", clip_decay());
   NNOPT_CHECK(!distill().empty(), ValueError,
               "distill needs at least one loss spec (e.g. 'kd:T=4,alpha=0.5')");
+  NNOPT_CHECK(freeze_bn_epoch() >= 0, ValueError, "freeze_bn_epoch must be >= 0 (0 = never), got ",
+              freeze_bn_epoch());
+  NNOPT_CHECK(freeze_bn_epoch() <= train().epochs(), ValueError, "freeze_bn_epoch ", freeze_bn_epoch(),
+              " is after the last of the ", train().epochs(), " epochs");
   train().validate();
 }
 
@@ -104,6 +108,12 @@ class QatCallback : public Callback {
     quantizers_ = find_qat_quantizers(model_);
     NNOPT_CHECK(!quantizers_.empty(), ValueError,
                 "QAT callback: the model carries no QAT quantizers (attach_qat_quantizers first)");
+  }
+  void on_epoch_begin(TrainState& st) override {
+    // The trainer has just put the whole model in train mode: freeze again.
+    if (opt_.freeze_bn_epoch() == 0 || st.epoch + 1 < opt_.freeze_bn_epoch()) return;
+    for (const Node& n : model_->graph().nodes())
+      if (n.op == OpKind::kBatchNorm) model_->node_module(n.name).eval();
   }
   bool on_batch_begin(TrainState&) override {
     sync_followers(model_);

@@ -64,6 +64,9 @@ void QuantizeMethodOptions::validate() const {
               "quantize: --dfq-act must be bn or calibrate, got '", dfq_act_, "'");
   NNOPT_CHECK(val_size_ >= 0, ValueError, "quantize: --val-size must be >= 0, got ", val_size_);
   NNOPT_CHECK(train_.epochs() >= 1, ValueError, "quantize: --epochs must be >= 1, got ", train_.epochs());
+  NNOPT_CHECK(freeze_bn_epoch_ >= 0 && freeze_bn_epoch_ <= train_.epochs(), ValueError,
+              "quantize: --freeze-bn-epoch must be in [0, ", train_.epochs(), "] (0 = never; the QAT epochs), got ",
+              freeze_bn_epoch_);
   NNOPT_CHECK(train_.lr() > 0, ValueError, "quantize: --lr must be > 0, got ", train_.lr());
   NNOPT_CHECK(train_.batch_size() >= 1, ValueError, "quantize: --qat-batch-size must be >= 1, got ",
               train_.batch_size());
@@ -154,7 +157,7 @@ QuantizeOutcome quantize_with_method(GraphModule& fp32, const Dataset& train, co
     Dataset tr = train, val;
     if (o.val_size() > 0) std::tie(tr, val) = split_validation(train, o.val_size(), o.seed());
     QatOptions qo;
-    qo.method(method).train(o.train());
+    qo.method(method).train(o.train()).freeze_bn_epoch(o.freeze_bn_epoch());
     TrainResult r = run_qat(q, tr, o.val_size() > 0 ? &val : nullptr, qo,
                             o.kd() ? fp32 : GraphModule(nullptr));
     j["qat_train_seconds"] = r.seconds;

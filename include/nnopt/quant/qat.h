@@ -75,6 +75,13 @@ struct QatOptions {
   /// Distillation losses when there is a teacher (distill/distill_loss.h specs).
   /// Default {"kd:T=4,alpha=0.5"}.
   TORCH_ARG(std::vector<std::string>, distill) = {"kd:T=4,alpha=0.5"};
+  /// Freeze the batch-norm statistics from this epoch on (1-based; 0 = never):
+  /// the batch norms then normalize with their running statistics and stop
+  /// updating them, while their affine parameters and everything else keep
+  /// training (Jacob et al. 2018, sec. 3.2; PyTorch's freeze_bn_stats). With
+  /// batch-norm fold simulation the training graph then equals the folded
+  /// model. Default 0.
+  TORCH_ARG(int64_t, freeze_bn_epoch) = 0;
 
  public:  // TORCH_ARG leaves the section private
   /// ValueError naming the bad option: unknown method (lists the known ones),

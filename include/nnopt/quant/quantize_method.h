@@ -93,6 +93,8 @@ struct QuantizeMethodOptions {
   TORCH_ARG(bool, kd) = false;
   /// QAT: hold out N train samples (split_validation with `seed`) for validation; 0 = none.
   TORCH_ARG(int64_t, val_size) = 0;
+  /// QAT: freeze the batch-norm statistics from this epoch on (QatOptions::freeze_bn_epoch); 0 = never.
+  TORCH_ARG(int64_t, freeze_bn_epoch) = 0;
 
  public:
   /// ValueError naming the option: unknown method, bits outside [2, 8]
