@@ -440,6 +440,17 @@ TEST(QatRun, ResumesFromCheckpoint) {
 // TinyTask keeps only the folded model; these tests need the batch norms.
 GraphModule tiny_unfolded() { return trained_resnet8(tiny().train, 1); }
 
+// tiny_unfolded with fold simulation, W/A quantizers at `bits`, calibrated.
+GraphModule calibrated_fold_simulation(int64_t bits) {
+  GraphModule m = tiny_unfolded();
+  m->set_bn_fold_simulation(true);
+  attach_quantizers(m, QuantConfig()
+                           .weight(QuantScheme(bits).per_channel(true))
+                           .activation(QuantScheme(bits).is_signed(false).symmetric(false)));
+  calibrate(m, tiny().train, 2, 128);
+  return m;
+}
+
 TEST(QatFoldSimulation, EvalEqualsTheFoldedModelAndFoldingKeepsTheQuantizers) {
   const TinyTask& t = tiny();
   GraphModule sim = tiny_unfolded();
@@ -477,12 +488,7 @@ TEST(QatFoldSimulation, EvalEqualsTheFoldedModelAndFoldingKeepsTheQuantizers) {
 
 TEST(QatFoldSimulation, TrainsWithBatchStatisticsAndConvertsAfterFolding) {
   const TinyTask& t = tiny();
-  GraphModule m = tiny_unfolded();
-  m->set_bn_fold_simulation(true);
-  attach_quantizers(m, QuantConfig()
-                           .weight(QuantScheme(8).per_channel(true))
-                           .activation(QuantScheme(8).is_signed(false).symmetric(false)));
-  calibrate(m, t.train, 2, 128);
+  GraphModule m = calibrated_fold_simulation(8);
   const torch::Tensor mean0 = m->node_module("bn1").running_mean.clone();
   const torch::Tensor gamma0 = m->node_module("bn1").weight.detach().clone();
   run_qat(m, t.train, nullptr, quick("lsq", 1));
@@ -514,12 +520,7 @@ TEST(QatFoldSimulation, TrainsWithBatchStatisticsAndConvertsAfterFolding) {
 // running statistics (and keep them) while gamma, beta and the rest train.
 TEST(QatFoldSimulation, FrozenBatchNormsKeepTheirStatisticsAndStillTrain) {
   const TinyTask& t = tiny();
-  GraphModule m = tiny_unfolded();
-  m->set_bn_fold_simulation(true);
-  attach_quantizers(m, QuantConfig()
-                           .weight(QuantScheme(4).per_channel(true))
-                           .activation(QuantScheme(4).is_signed(false).symmetric(false)));
-  calibrate(m, t.train, 2, 128);
+  GraphModule m = calibrated_fold_simulation(4);
   // In train mode a frozen batch norm gives what eval mode gives.
   const torch::Tensor x = t.test.images.slice(0, 0, 64);
   torch::Tensor y_eval;
