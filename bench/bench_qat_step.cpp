@@ -12,7 +12,6 @@
 // Rounds alternate the variants; the median step time of each is printed with
 // its ratio to fp32.
 // Usage: bench_qat_step MODEL BATCH THREADS [STEPS] [ROUNDS] [BITS] [METHODS,comma-separated]
-#include <algorithm>
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <cstdio>
@@ -77,18 +76,25 @@ int main(int argc, char** argv) {
       models.push_back(q);
     }
   }
+  // One training step: forward, loss, backward, SGD step.
+  auto step = [&x, &y](GraphModule& m, torch::optim::SGD& sgd) {
+    auto loss = task_loss(m->forward(x), y);
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step();
+  };
+  auto make_sgd = [](GraphModule& m) {
+    return torch::optim::SGD(m->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
+  };
   std::vector<std::function<double()>> measure;  // one round of one variant: mean ms per step
   for (GraphModule m : models)
-    measure.push_back([m, steps, &x, &y]() mutable {
+    measure.push_back([m, steps, &step, &make_sgd]() mutable {
       m->train();
-      torch::optim::SGD sgd(m->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
+      torch::optim::SGD sgd = make_sgd(m);
       double total = 0;
       for (int i = 0; i < steps + 2; ++i) {
         double t0 = now_seconds();
-        auto loss = task_loss(m->forward(x), y);
-        sgd.zero_grad();
-        loss.backward();
-        sgd.step();
+        step(m, sgd);
         if (i >= 2) total += now_seconds() - t0;
       }
       return 1e3 * total / steps;
@@ -99,12 +105,9 @@ int main(int argc, char** argv) {
   if (const char* prof = std::getenv("NNOPT_PROFILE")) {
     for (size_t v = 0; v < models.size(); ++v) {
       GraphModule m = models[v];
-      torch::optim::SGD sgd(m->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).weight_decay(1e-4));
+      torch::optim::SGD sgd = make_sgd(m);
       torch::autograd::profiler::RecordProfile guard(std::string(prof) + std::to_string(v) + ".json");
-      auto loss = task_loss(m->forward(x), y);
-      sgd.zero_grad();
-      loss.backward();
-      sgd.step();
+      step(m, sgd);
     }
   }
   const double base = ms[0];
