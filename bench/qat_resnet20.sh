@@ -28,4 +28,8 @@ sel w2a2_lsq_kd  && run w2a2_lsq_kd  --method lsq  --wbits 2 --abits 2 --epochs 
 sel w2a2_apot_kd && run w2a2_apot_kd --method apot --wbits 2 --abits 2 --epochs 5 --lr 0.01 --kd 1
 sel w2a2_lsq_e15 && run w2a2_lsq_e15 --method lsq  --wbits 2 --abits 2 --epochs 15 --lr 0.01
 sel w2a2_lsq_e15_fbn && run w2a2_lsq_e15_fbn --method lsq --wbits 2 --abits 2 --epochs 15 --lr 0.01 --freeze-bn 12
+# Progressive initialization (bench_qat --init): 4 -> 3 -> 2 bits, each stage
+# from the previous one's learned weights and clipping ranges.
+sel w3a3_lsq_from4 && run w3a3_lsq_from4 --method lsq --wbits 3 --abits 3 --epochs 5 --lr 0.01 --init "$OUT/w4a4_lsq_kd"
+sel w2a2_lsq_from3_e15_fbn && run w2a2_lsq_from3_e15_fbn --method lsq --wbits 2 --abits 2 --epochs 15 --lr 0.01 --freeze-bn 12 --init "$OUT/w3a3_lsq_from4"
 exit 0
