@@ -11,8 +11,12 @@
 //   timed once per round, in turn), so a slow spell of the machine falls on
 //   all columns alike.
 // Usage: bench_int8 [MODEL | CHECKPOINT.nnopt] [THREADS=0 (all cores)] [REPEATS=30] [ROUNDS=5]
+//        (NNOPT_PROFILE=PREFIX: also writes profiler traces, see below)
 // A model name gives random weights (latency only) on Fashion-MNIST's shape.
+#include <torch/csrc/autograd/profiler_legacy.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <stdexcept>
 #include <iostream>
@@ -131,6 +135,19 @@ int main(int argc, char** argv) {
       std::printf("%-6lld %12.3f %13.3f %12.3f %9.2fx %10.3f (%dt) %10.3f (%dt) %15.2fx\n",
                   static_cast<long long>(batch), ms[0], ms[1], ms[2], ms[0] / ms[2], ms[3], dt.threads(),
                   int8_best, int8_threads, ms[3] / int8_best);
+      // NNOPT_PROFILE=PREFIX: 20 more runs of tuned fp32 and of int8 (on its
+      // faster thread count) under LibTorch's profiler, a chrome trace each
+      // (PREFIX{fp32,int8}_b<batch>.json).
+      if (const char* prof = std::getenv("NNOPT_PROFILE")) {
+        const std::string b = "_b" + std::to_string(batch) + ".json";
+        {
+          torch::autograd::profiler::RecordProfile guard(prof + ("fp32" + b));
+          for (int r = 0; r < 20; ++r) ft->forward(x);
+        }
+        ScopedRunThreads scope(int8_threads);
+        torch::autograd::profiler::RecordProfile guard(prof + ("int8" + b));
+        for (int r = 0; r < 20; ++r) q.forward(x);
+      }
     }
     std::printf("int8 weights %lld bytes; fp32 parameters %lld bytes\n",
                 static_cast<long long>(q.weight_bytes()),

@@ -201,6 +201,34 @@ TEST(Int8Lower, Resnet8AgreesWithFakeQuant) {
   expect_steps_within(q, d.max_steps, 8.0, "resnet8 W8A8");
 }
 
+// LibTorch's onednn convolution keeps the primitive of a packed weight's first
+// call; nnopt packs per input shape and thread count. Each variant must give
+// what a model lowered afresh gives on its first call.
+TEST(Int8Lower, PacksWeightsPerInputShapeAndThreadCount) {
+  GraphModule fq = resnet8().quantized();
+  Int8Model q = lower_to_int8(fq);
+  const auto x8 = resnet8().test.images.slice(0, 0, 8), x1 = x8.slice(0, 0, 1);
+  EXPECT_EQ(q.packed_variants(), 0u);
+  auto y8 = q.forward_quantized(x8);
+  auto y1 = q.forward_quantized(x1);
+  EXPECT_EQ(q.packed_variants(), 2u);
+  EXPECT_TRUE(torch::equal(q.forward_quantized(x8).int_repr(), y8.int_repr()));
+  EXPECT_EQ(q.packed_variants(), 2u);
+  EXPECT_TRUE(torch::equal(y1.int_repr(), lower_to_int8(fq).forward_quantized(x1).int_repr()));
+  EXPECT_TRUE(torch::equal(y1.int_repr(), y8.int_repr().slice(0, 0, 1)));
+  const int threads = at::get_num_threads();
+  at::set_num_threads(threads == 1 ? 2 : 1);
+  auto y1t = q.forward_quantized(x1);
+  at::set_num_threads(threads);
+  EXPECT_EQ(q.packed_variants(), 3u);
+  EXPECT_TRUE(torch::equal(y1t.int_repr(), y1.int_repr()));
+  Int8Model copy = q;  // copies share the packs
+  copy.forward(x1);
+  EXPECT_EQ(q.packed_variants(), 3u);
+  for (int64_t b = 2; b < 12; ++b) q.forward(resnet8().test.images.slice(0, 0, b));
+  EXPECT_EQ(q.packed_variants(), 8u);
+}
+
 TEST(Int8Lower, EveryQuantizedNodeStaysCloseToFakeQuant) {
   // Per layer: wherever the fake-quant model holds a quantized tensor, the
   // integer model holds (nearly) the same one. Rounding ties and the int32

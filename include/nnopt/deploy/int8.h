@@ -81,6 +81,10 @@ struct Int8StepInfo {
 /// A model running on integer kernels. Copies share the prepacked weights.
 /// Inference only; not thread-safe to call forward from several threads while
 /// the global quantized engine changes.
+/// Each input shape and intra-op thread count runs on its own prepacked
+/// weights, made at its first call (LibTorch 1.13's onednn convolution keeps
+/// the primitive of a packed weight's first call and rebuilds it on every call
+/// with another shape or thread count); the 8 most recently used are kept.
 class Int8Model {
  public:
   Int8Model();
@@ -105,6 +109,9 @@ class Int8Model {
   std::vector<std::string> saturating_layers() const;
   /// Bytes of the int8 weights + float biases + per-channel qparams.
   int64_t weight_bytes() const;
+  /// How many sets of prepacked weights are kept (one per input shape and
+  /// thread count seen, at most 8).
+  size_t packed_variants() const;
 
   /// Writes an nnopt checkpoint (graph, int8 weights with their per-channel
   /// scales / zero points, float biases, and the qparams in the metadata under
