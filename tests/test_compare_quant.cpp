@@ -5,12 +5,14 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "nnopt/core/error.h"
 #include "nnopt/core/file_util.h"
+#include "nnopt/core/table.h"
 #include "nnopt/data/dataset.h"
 #include "nnopt/nn/checkpoint.h"
 #include "nnopt/quant/compare.h"
@@ -123,13 +125,18 @@ TEST(CompareQuant, TableMarksBestPerColumnAndResumes) {
     EXPECT_EQ(r.json["best"][label].size(), static_cast<size_t>(stars));
   }
 
-  // 8/8: the int8 model, its agreement and latency; the fp32 row has fp32 latency.
+  // 8/8: the int8 model (kept for the latency pass), its agreement and
+  // latency; the fp32 row has fp32 latency.
   const json& mm8 = r.json["rows"][0]["cells"]["8/8"];
   ASSERT_EQ(mm8["int8"]["status"], "ok") << mm8.dump();
   EXPECT_GE(mm8["int8"]["top1_agreement"].get<double>(), 0.98);
+  EXPECT_TRUE(path_exists(out + "/minmax/w8a8/int8.nnopt"));
   EXPECT_GT(mm8["int8"]["latency_ms"]["64"].get<double>(), 0.0);
-  EXPECT_NE(rows[1][3], "-");
-  EXPECT_NE(rows[0][3], "-");
+  EXPECT_EQ(mm8["int8"]["latency_ms"], r.json["latency_ms"]["minmax"]);
+  EXPECT_GT(r.json["latency_ms"]["fp32"]["1"].get<double>(), 0.0);
+  EXPECT_EQ(rows[1][3], fmt(r.json["latency_ms"]["minmax"]["1"].get<double>(), 2));
+  EXPECT_EQ(rows[0][4], fmt(r.json["latency_ms"]["fp32"]["64"].get<double>(), 2));
+  EXPECT_NE(rows[3][3], "-");  // lsq's int8 model at 8/8
   EXPECT_FALSE(r.json["rows"][0]["cells"]["4/4"].contains("int8"));
   // Sizes: 4-bit weights are smaller than 8-bit ones, both far below fp32.
   const double s8 = r.json["sizes"]["8/8"].get<double>(), s4 = r.json["sizes"]["4/4"].get<double>();
@@ -138,12 +145,28 @@ TEST(CompareQuant, TableMarksBestPerColumnAndResumes) {
   for (const char* f : {"compare.txt", "compare.csv", "compare.json", "study.json"})
     EXPECT_TRUE(path_exists(out + "/" + f)) << f;
 
-  // The same call again: everything is finished, nothing runs, same table.
+  // The same call again: everything is finished, nothing runs, the same
+  // table but for the latency, which is timed again.
   QuantCompareResult again = compare_quant(quick(out), S.train, S.test);
   EXPECT_EQ(again.json["runs_done"].get<int>(), 0);
   EXPECT_EQ(again.json["runs_skipped"].get<int>(), 6);
-  EXPECT_EQ(again.json["rows"], r.json["rows"]);
-  EXPECT_EQ(again.table.rows(), r.table.rows());
+  auto without_latency = [](json rows) {
+    for (auto& row : rows)
+      for (auto& c : row["cells"])
+        if (c.contains("int8")) c["int8"].erase("latency_ms");
+    return rows;
+  };
+  EXPECT_EQ(without_latency(again.json["rows"]), without_latency(r.json["rows"]));
+  for (size_t i = 0; i < rows.size(); ++i)
+    for (size_t col = 0; col < 3; ++col) EXPECT_EQ(again.table.rows()[i][col], rows[i][col]);
+
+  // A finished run whose int8 model file is gone: no latency, and a note saying why.
+  std::remove((out + "/minmax/w8a8/int8.nnopt").c_str());
+  QuantCompareResult gone = compare_quant(quick(out), S.train, S.test);
+  EXPECT_EQ(gone.table.rows()[1][3], "-");
+  EXPECT_NE(gone.text.find("minmax at 8/8: no latency: " + out + "/minmax/w8a8/int8.nnopt is missing"),
+            std::string::npos) << gone.text;
+  EXPECT_NE(gone.table.rows()[3][3], "-");
 
   // Another setting under the same protocol extends the study (only new runs).
   QuantCompareOptions more = quick(out);
@@ -194,6 +217,9 @@ TEST(CompareQuant, OptionErrors) {
   o = quick("/tmp/unused");
   o.quantize().act_observer("foo");  // checked although minmax would not use it
   EXPECT_THROW_MSG(o.validate(), ValueError, "unknown observer 'foo'");
+  o = quick("/tmp/unused");
+  o.latency_rounds(0);
+  EXPECT_THROW_MSG(o.validate(), ValueError, "--latency-rounds must be >= 1, got 0");
   o = quick("");
   EXPECT_THROW_MSG(o.validate(), ValueError, "no output folder");
 }

@@ -17,7 +17,7 @@ void register_compare_quant(CLI::App& app, Runner& run) {
   static std::string checkpoint, methods, bits = "8/8,4/4,3/3,2/2", act_observer, schedule = "cosine";
   static int64_t calib_batches = 8, batch_size = 64, epochs = 3, qat_batch = 128, max_batches = 0,
                  first_last_bits = 8, adaround_iters = 1000, val_size = 0,
-                 freeze_bn_epoch = 0;
+                 freeze_bn_epoch = 0, latency_rounds = 5;
   static double lr = 0.01, weight_decay = 5e-4;
   static bool per_channel = false, weight_mse = false, kd = false, no_latency = false;
   auto* sub = compare_command(app)->add_subcommand(
@@ -51,6 +51,8 @@ void register_compare_quant(CLI::App& app, Runner& run) {
   sub->add_option("--freeze-bn-epoch", freeze_bn_epoch,
                   "QAT: batch norms use and keep their running statistics from this epoch on (0 = never)");
   sub->add_flag("--no-latency", no_latency, "skip the fp32 / int8 latency measurement");
+  sub->add_option("--latency-rounds", latency_rounds,
+                  "latency: every model timed in turn, this many rounds, medians (default 5)");
   sub->callback([&run] {
     run = [] {
       apply_common(c);
@@ -58,7 +60,8 @@ void register_compare_quant(CLI::App& app, Runner& run) {
       StringList ms = split_list(methods);
       QuantCompareOptions o;
       o.checkpoint(checkpoint).out_dir(c.out).methods(ms).settings(parse_quant_settings(bits, "--bits"))
-          .latency(!no_latency);
+          .latency(!no_latency)
+          .latency_rounds(latency_rounds);
       QuantizeMethodOptions& q = o.quantize();
       q.per_channel(per_channel).first_last_bits(first_last_bits).calib_batches(calib_batches)
           .batch_size(batch_size).act_observer(act_observer).weight_mse(weight_mse)

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <set>
@@ -13,7 +14,9 @@
 #include "nnopt/core/runtime.h"
 #include "nnopt/core/strings.h"
 #include "nnopt/deploy/int8.h"
+#include "nnopt/deploy/profile.h"
 #include "nnopt/nn/checkpoint.h"
+#include "nnopt/nn/fold_bn.h"
 #include "nnopt/pipeline/study.h"
 #include "nnopt/quant/adaround.h"
 #include "nnopt/quant/mixed_precision.h"
@@ -67,6 +70,8 @@ void QuantCompareOptions::validate() const {
   }
   NNOPT_CHECK(latency_options_.repeats >= 1, ValueError,
               "compare quant: latency repeats must be >= 1, got ", latency_options_.repeats);
+  NNOPT_CHECK(latency_rounds_ >= 1, ValueError,
+              "compare quant: --latency-rounds must be >= 1, got ", latency_rounds_);
   NNOPT_CHECK(quantize_.calib_batches() >= 1, ValueError,
               "compare quant: calibration needs at least 1 batch, got ", quantize_.calib_batches(),
               " (--calib-batches)");
@@ -79,6 +84,8 @@ void QuantCompareOptions::validate() const {
 }
 
 namespace {
+
+const char* const kInt8File = "int8.nnopt";
 
 std::vector<int64_t> batch_shape(const Graph& g, int64_t b) {
   std::vector<int64_t> s{b};
@@ -106,18 +113,6 @@ BitsMap attached_weight_bits(GraphModule& m) {
   for (const auto& q : find_qat_quantizers(m))
     if (q.weight) bits[q.node] = q.q->scheme().bits();
   return bits;
-}
-
-json latency_json(const std::function<void(const torch::Tensor&)>& fwd, const Graph& g,
-                  const LatencyOptions& lo) {
-  json lat = json::object();
-  torch::NoGradGuard ng;
-  for (int64_t b : {int64_t{1}, int64_t{64}}) {
-    torch::Tensor x = torch::randn(batch_shape(g, b));
-    Latency l = time_forward([&] { fwd(x); }, b, lo);
-    lat[std::to_string(b)] = l.median_ms;
-  }
-  return lat;
 }
 
 torch::Tensor all_logits(const std::function<torch::Tensor(const torch::Tensor&)>& fwd,
@@ -184,7 +179,7 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
   if (base.freeze_bn_epoch() > 0) protocol["qat"]["freeze_bn_epoch"] = base.freeze_bn_epoch();
   Study study(opt.out_dir(), protocol);
 
-  // The fp32 reference: accuracy, size, latency.
+  // The fp32 reference: accuracy and size (latency: after all runs, below).
   json ref = study.run("fp32", [&](const std::string&) {
     EvalResult ev = evaluate(fp32, test, base.train().eval_batch_size());
     // float32 parameters of the checkpoint's graph (buffers not counted, as
@@ -192,9 +187,6 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
     json r = {{"accuracy", ev.accuracy}, {"loss", ev.loss},
               {"size_bytes", 4 * fp32->graph().num_params()}};
     r["file_bytes"] = file_size(opt.checkpoint());
-    if (opt.latency())
-      r["latency_ms"] = latency_json([&](const torch::Tensor& x) { fp32->forward(x); },
-                                     fp32->graph(), opt.latency_options());
     return r;
   });
   const double fp_acc = ref.at("accuracy").get<double>();
@@ -262,9 +254,7 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
                      {"top1_agreement", top1(il, logits.argmax(1))},
                      {"max_logit_diff", (il - logits).abs().max().item<double>()},
                      {"weight_bytes", i8.weight_bytes()}};
-              if (opt.latency())
-                i8j["latency_ms"] = latency_json([&](const torch::Tensor& x) { i8.forward(x); },
-                                                 qm->graph(), opt.latency_options());
+              i8.save(path_join(dir, kInt8File));  // timed after all runs
             } catch (const Error& e) {
               i8j = {{"status", "n/a"}, {"reason", e.what()}};
             }
@@ -273,6 +263,48 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
         }
         return r;
       });
+    }
+  }
+
+  // Latency: the fp32 model (batch norm folded, as deployed) and every int8
+  // model the 8/8 runs saved, each in turn, over alternating rounds at batch
+  // 1 and 64. Not part of the study's cache: timed again for every table.
+  std::map<std::string, json> latency;  // "fp32" or method -> {"1": ms, "64": ms}
+  std::vector<std::string> notes;
+  if (opt.latency()) {
+    std::vector<std::string> who{"fp32"};
+    GraphModule folded = fold_batch_norm(fp32);
+    folded->eval();
+    std::vector<std::function<void(const torch::Tensor&)>> fwd{
+        [folded](const torch::Tensor& x) mutable { folded->forward(x); }};
+    for (const auto& s : settings) {
+      if (s.wbits != 8 || s.abits != 8) continue;
+      for (const auto& m : methods) {
+        const json& c = cells[m][s.label()];
+        if (c.value("status", "") != "ok" || !c.contains("int8") || c["int8"].value("status", "") != "ok")
+          continue;
+        const std::string file = path_join(path_join(opt.out_dir(), m + "/" + s.run_tag()), kInt8File);
+        if (!path_exists(file)) {
+          notes.push_back(str_cat(m, " at ", s.label(), ": no latency: ", file,
+                                  " is missing (a run from before int8 models were kept; delete its "
+                                  "folder to redo it)"));
+          continue;
+        }
+        Int8Model q = Int8Model::load(file);
+        who.push_back(m);
+        fwd.push_back([q](const torch::Tensor& x) { q.forward(x); });
+      }
+    }
+    torch::NoGradGuard ng;
+    for (int64_t b : {int64_t{1}, int64_t{64}}) {
+      const torch::Tensor x = torch::randn(batch_shape(fp32->graph(), b));
+      std::vector<std::function<double()>> measure;
+      for (const auto& f : fwd)
+        measure.push_back([&f, &x, b, &opt] {
+          return time_forward([&] { f(x); }, b, opt.latency_options()).median_ms;
+        });
+      const std::vector<double> ms = alternating_medians(measure, opt.latency_rounds());
+      for (size_t i = 0; i < who.size(); ++i) latency[who[i]][std::to_string(b)] = ms[i];
     }
   }
 
@@ -300,28 +332,26 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
   {
     std::vector<std::string> row{"fp32 " + fmt(100 * fp_acc, 2) + " %"};
     for (size_t i = 0; i < settings.size(); ++i) row.push_back("-");
-    const json lat = ref.value("latency_ms", json());
+    const json lat = latency.count("fp32") ? latency["fp32"] : json();
     row.push_back(ms_text(lat, "1"));
     row.push_back(ms_text(lat, "64"));
     out.table.add_row(row);
   }
   json rows = json::array(), sizes = json::object(), best = json::object();
-  std::vector<std::string> notes;
   for (const auto& m : methods) {
     std::vector<std::string> row{m};
     json jcells = json::object();
-    json lat;
+    const json lat = latency.count(m) ? latency[m] : json();
     for (const auto& s : settings) {
       json c = cells[m][s.label()];
       c["best"] = is_best(c, s.label());
       if (c.value("status", "") == "ok") {
         row.push_back(fmt(c.at("drop_pt").get<double>(), 2) + (c["best"].get<bool>() ? " *" : ""));
         if (!sizes.contains(s.label())) sizes[s.label()] = c.at("size_bytes");
-        if (c.contains("int8")) {
-          if (c["int8"].value("status", "") == "ok") lat = c["int8"].value("latency_ms", json());
-          else notes.push_back(str_cat(m, " at ", s.label(), ": no int8 model: ",
-                                       c["int8"].value("reason", std::string())));
-        }
+        if (c.contains("int8") && c["int8"].value("status", "") != "ok")
+          notes.push_back(str_cat(m, " at ", s.label(), ": no int8 model: ",
+                                  c["int8"].value("reason", std::string())));
+        else if (c.contains("int8") && latency.count(m)) c["int8"]["latency_ms"] = latency[m];
       } else {
         row.push_back("n/a");
         notes.push_back(str_cat(m, " at ", s.label(), ": n/a: ", c.value("reason", std::string())));
@@ -358,12 +388,14 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
       "; calibration ", base.calib_batches(), " x ", base.batch_size(), " train images; QAT ",
       base.train().epochs(), " epoch(s), lr ", base.train().lr(), ", seed ", base.train().seed(), "\n",
       "cells: test accuracy drop vs fp32 in points (* = smallest of the column); latency: fp32 "
-      "model in the fp32 row, each method's int8 model at 8/8 in its row\n");
+      "model (batch norm folded) in the fp32 row, each method's int8 model at 8/8 in its row, "
+      "medians of ", opt.latency_rounds(), " alternating rounds\n");
   out.text = title + out.table.to_text();
   for (const auto& n : notes) out.text += "  " + n + "\n";
 
   out.json = {{"protocol", protocol},
               {"fp32", ref},
+              {"latency_ms", latency},
               {"settings", [&] {
                  StringList v;
                  for (const auto& s : settings) v.push_back(s.label());

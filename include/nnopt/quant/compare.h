@@ -12,7 +12,11 @@
 // a row with the model size per setting (KiB, quantized_size_bytes of the
 // run's actual per-layer bits); and, per method, the latency at batch 1 and
 // 64 of its int8 model at 8/8 (deploy/int8.h, onednn) where it lowers (the
-// fp32 row holds the fp32 latency). A method that cannot run at a setting
+// fp32 row holds the fp32 latency, batch norm folded). Latency is measured
+// after all runs, every model in turn over alternating rounds, from the int8
+// models the runs saved (DIR/<method>/w8a8/int8.nnopt), so the figures of a
+// table meet the same machine state even when its runs took days. A method
+// that cannot run at a setting
 // shows "n/a"; the JSON says why:
 //   * adaround at weights > 4 bits: AdaRound learns the rounding of <= 4-bit
 //     weights (AdaRoundOptions::max_bits); above it would be round-to-nearest;
@@ -78,6 +82,9 @@ struct QuantCompareOptions {
   TORCH_ARG(bool, latency) = true;
   /// How latency is timed; default 3 warm-up runs, median of 20, at most 5 s each.
   TORCH_ARG(LatencyOptions, latency_options) = LatencyOptions{3, 20, 5.0};
+  /// Latency is timed after all runs, the fp32 model and every int8 model in
+  /// turn, this many rounds (alternating_medians); default 5.
+  TORCH_ARG(int64_t, latency_rounds) = 5;
   /// The study folder.
   TORCH_ARG(std::string, out_dir);
 
