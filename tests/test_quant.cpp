@@ -199,6 +199,44 @@ TEST(QuantFakeQuant, ReferenceMatchesAtenOnRandomData) {
     }
 }
 
+// fake_quantize_per_tensor runs our vectorized kernel; it must equal LibTorch's
+// bitwise (values, STE gradient, with and without autograd), far outside the
+// range and on ties too.
+TEST(QuantFakeQuant, VectorizedPerTensorKernelEqualsAten) {
+  torch::manual_seed(5);
+  auto x = torch::cat({torch::randn({20000}) * 3, torch::randn({500}) * 1e6,
+                       torch::arange(-40, 41, torch::kFloat32) * 0.125f,  // ties at scale 0.25
+                       torch::tensor({0.0f, -0.0f, 1e9f, -1e9f})});
+  auto g = torch::randn_like(x);
+  struct Case { double scale; int64_t zp, qmin, qmax; };
+  for (const Case& c : {Case{0.25, 0, -8, 7}, Case{0.25, 3, 0, 15}, Case{0.013, 128, 0, 255},
+                        Case{0.05, -1, -2, 1}, Case{1e-4, 0, -128, 127}, Case{7.0, 1, 0, 3}}) {
+    SCOPED_TRACE(str_cat("scale ", c.scale, " zp ", c.zp, " [", c.qmin, ", ", c.qmax, "]"));
+    auto a = x.clone().requires_grad_(true), b = x.clone().requires_grad_(true);
+    auto ya = fake_quantize_per_tensor(a, c.scale, c.zp, c.qmin, c.qmax);
+    auto yb = at::fake_quantize_per_tensor_affine(b, c.scale, c.zp, c.qmin, c.qmax);
+    EXPECT_TRUE(torch::equal(ya, yb));
+    (ya * g).sum().backward();
+    (yb * g).sum().backward();
+    EXPECT_TRUE(torch::equal(a.grad(), b.grad()));
+    EXPECT_GT(a.grad().eq(0).sum().item<int64_t>(), 400);  // clamped elements were there
+    torch::NoGradGuard ng;
+    EXPECT_TRUE(torch::equal(fake_quantize_per_tensor(x, c.scale, c.zp, c.qmin, c.qmax), yb));
+  }
+  // Beyond int64 (|x / scale| >= 2^63) LibTorch's int64 cast is undefined and
+  // gives quant_min for +1e30; ours saturates at quant_max, gradient 0.
+  auto huge = torch::tensor({1e30f, -1e30f}).requires_grad_(true);
+  auto yh = fake_quantize_per_tensor(huge, 0.25, 0, -8, 7);
+  EXPECT_TRUE(torch::equal(yh, torch::tensor({1.75f, -2.0f})));
+  yh.sum().backward();
+  EXPECT_TRUE(torch::equal(huge.grad(), torch::zeros({2})));
+  // A non-contiguous input and bad arguments go to LibTorch.
+  auto t = torch::randn({6, 5}).t();
+  EXPECT_TRUE(torch::equal(fake_quantize_per_tensor(t, 0.1, 0, -8, 7),
+                           at::fake_quantize_per_tensor_affine(t, 0.1, 0, -8, 7)));
+  EXPECT_THROW(fake_quantize_per_tensor(x, 0.1, 9, -8, 7), c10::Error);
+}
+
 TEST(QuantFakeQuant, ObserveModePassesDataUnchanged) {
   auto s = QuantScheme(4).is_signed(false).symmetric(false);
   auto fq = std::make_shared<FakeQuantImpl>(s, make_observer("minmax", s));

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "nnopt/core/error.h"
-#include "chunked_sums.h"
 
 // The element loops below are the APoT QAT hot path: let GCC vectorize them fully.
 // no-trapping-math lets it turn the compare-and-selects into vector min / max /
@@ -20,6 +19,8 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "no-trapping-math")
 #endif
+// After the pragma, so that round_even inlines into the loops.
+#include "fused_kernels.h"
 
 namespace nnopt {
 

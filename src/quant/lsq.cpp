@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "nnopt/core/error.h"
-#include "chunked_sums.h"
 
 // The two element loops below are the QAT hot path: let GCC vectorize them fully.
 // no-trapping-math lets it turn the compare-and-selects into vector min / max /
@@ -17,6 +16,8 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "no-trapping-math")
 #endif
+// After the pragma, so that round_even inlines into the loops.
+#include "fused_kernels.h"
 
 namespace nnopt {
 
@@ -24,14 +25,7 @@ namespace {
 
 constexpr float kMinStep = 1e-8f;
 
-// Round half to even without a libm call, so the loops vectorize: adding and
-// subtracting 1.5 * 2^23 rounds any |v| < 2^22 to an integer in the default
-// rounding mode (callers clamp v to the code range, |v| <= 2^8, first).
-// Equals std::nearbyint there.
-inline float round_even(float v) {
-  constexpr float kMagic = 12582912.0f;
-  return (v + kMagic) - kMagic;
-}
+using detail::round_even;
 
 // out = clamp(round((x - b) * inv), lo, hi) * s + b; branch-free so that GCC
 // vectorizes it (an AVX2 clone beside the baseline one; no FMA, so both give

@@ -28,8 +28,10 @@
 namespace nnopt {
 
 /// = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max)
-/// (at::fake_quantize_per_tensor_affine; autograd gives the STE gradient).
-/// x float32, any shape.
+/// bitwise, values and STE gradient; contiguous float32 runs on a vectorized
+/// kernel of ours (LibTorch's calls libm per element), anything else on
+/// at::fake_quantize_per_tensor_affine (except |x / scale| >= 2^63, where
+/// LibTorch's int64 cast is undefined: ours saturates). x float32, any shape.
 torch::Tensor fake_quantize_per_tensor(const torch::Tensor& x, double scale,
                                        int64_t zero_point, int64_t quant_min,
                                        int64_t quant_max);
