@@ -211,3 +211,36 @@ TEST(AlternatingMedians, RunsInTurnAndTakesEachMedian) {
   EXPECT_EQ(alternating_medians(measure, 4), (std::vector<double>{4, 5}));  // even count: mean of the middle two
   EXPECT_THROW_MSG(alternating_medians(measure, 0), ValueError, "alternating rounds must be >= 1, got 0");
 }
+
+// alternating_forward_latency: one random batch of the given shape, no grad,
+// every forward in turn (warm-up + repeats per measurement), one median each.
+TEST(AlternatingMedians, ForwardLatencyTimesEachForwardInTurnOnOneBatch) {
+  std::vector<int> order;
+  std::vector<torch::Tensor> seen;
+  std::vector<ForwardFn> fwd{[&](const torch::Tensor& x) {
+                               order.push_back(0);
+                               seen.push_back(x);
+                               EXPECT_FALSE(torch::GradMode::is_enabled());
+                             },
+                             [&](const torch::Tensor& x) {
+                               order.push_back(1);
+                               seen.push_back(x);
+                             }};
+  LatencyOptions lo;
+  lo.warmup = 1;
+  lo.repeats = 3;
+  const std::vector<double> ms = alternating_forward_latency(fwd, {1, 28, 28}, 4, 2, lo);
+  ASSERT_EQ(ms.size(), 2u);
+  EXPECT_GE(ms[0], 0.0);
+  // Per round: forward 0 four times (1 warm-up + 3 timed), then forward 1 four times.
+  EXPECT_EQ(order, (std::vector<int>{0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1}));
+  ASSERT_EQ(seen.size(), 16u);
+  EXPECT_EQ(seen[0].sizes(), (std::vector<int64_t>{4, 1, 28, 28}));
+  for (const auto& x : seen) EXPECT_TRUE(x.is_same(seen[0]));  // the same batch for all
+  EXPECT_THROW_MSG(alternating_forward_latency({}, {1, 28, 28}, 4, 2, lo), ValueError,
+                   "latency: no models to time");
+  EXPECT_THROW_MSG(alternating_forward_latency(fwd, {1, 28, 28}, 0, 2, lo), ValueError,
+                   "latency batch must be >= 1, got 0");
+  EXPECT_THROW_MSG(alternating_forward_latency(fwd, {1, 28, 28}, 4, 0, lo), ValueError,
+                   "alternating rounds must be >= 1, got 0");
+}

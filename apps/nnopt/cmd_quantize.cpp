@@ -238,15 +238,10 @@ void register_quantize(CLI::App& app, Runner& run) {
           fp_folded->eval();
           json lat = json::object();
           for (int64_t b : {int64_t{1}, int64_t{64}}) {
-            auto x = torch::randn([&] {
-              std::vector<int64_t> s{b};
-              for (auto v : q->graph().input_shape()) s.push_back(v);
-              return s;
-            }());
-            const std::vector<double> ms = alternating_medians(
-                {[&] { return time_forward([&] { i8.forward(x); }, b, lo).median_ms; },
-                 [&] { return measure_latency(fp_folded, b, lo).median_ms; }},
-                5);
+            const std::vector<double> ms = alternating_forward_latency(
+                {[&](const torch::Tensor& x) { i8.forward(x); },
+                 [&](const torch::Tensor& x) { fp_folded->forward(x); }},
+                q->graph().input_shape(), b, 5, lo);
             lat[std::to_string(b)] = {{"int8_ms", ms[0]}, {"fp32_ms", ms[1]}, {"speedup", ms[1] / ms[0]}};
             extra += str_cat("latency batch ", b, ": int8 ", fmt(ms[0], 3), " ms, fp32 (batch norm folded) ",
                              fmt(ms[1], 3), " ms (", fmt(ms[1] / ms[0], 2), "x; medians of 5 alternating rounds)\n");

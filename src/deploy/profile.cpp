@@ -54,6 +54,21 @@ std::vector<double> alternating_medians(const std::vector<std::function<double()
   return out;
 }
 
+std::vector<double> alternating_forward_latency(const std::vector<ForwardFn>& forwards,
+                                                const std::vector<int64_t>& input_shape, int64_t batch,
+                                                int64_t rounds, const LatencyOptions& opt) {
+  NNOPT_CHECK(!forwards.empty(), ValueError, "latency: no models to time");
+  NNOPT_CHECK(batch >= 1, ValueError, "latency batch must be >= 1, got ", batch);
+  std::vector<int64_t> shape{batch};
+  shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+  torch::NoGradGuard ng;
+  const torch::Tensor x = torch::randn(shape);
+  std::vector<std::function<double()>> measure;
+  for (const ForwardFn& f : forwards)
+    measure.push_back([&f, &x, batch, &opt] { return time_forward([&] { f(x); }, batch, opt).median_ms; });
+  return alternating_medians(measure, rounds);
+}
+
 Latency measure_latency(GraphModule& model, int64_t batch, const LatencyOptions& opt) {
   NNOPT_CHECK(batch >= 1, ValueError, "latency batch must be >= 1, got ", batch);
   bool was_training = model->is_training();

@@ -17,14 +17,23 @@ std::vector<double> alternating_latency(const std::vector<GraphModule*>& models,
   NNOPT_CHECK(!models.empty(), ValueError, "latency: no models to time");
   NNOPT_CHECK(rounds >= 1, ValueError, "latency: rounds must be >= 1, got ", rounds);
   NNOPT_CHECK(repeats >= 3, ValueError, "latency: repeats must be >= 3, got ", repeats);
+  const std::vector<int64_t> shape = (*models[0])->graph().input_shape();
+  std::vector<ForwardFn> forwards;
+  std::vector<bool> was_training;
+  for (GraphModule* m : models) {
+    NNOPT_CHECK((*m)->graph().input_shape() == shape, ValueError,
+                "latency: models take different input shapes, cannot time them on one batch");
+    was_training.push_back((*m)->is_training());
+    (*m)->eval();
+    forwards.push_back([m](const torch::Tensor& x) { (*m)->forward(x); });
+  }
   LatencyOptions lo;
   lo.warmup = 5;
   lo.repeats = repeats;
   lo.max_seconds = 10;
-  std::vector<std::function<double()>> measure;
-  for (GraphModule* m : models)
-    measure.push_back([m, batch, &lo] { return measure_latency(*m, batch, lo).median_ms; });
-  return alternating_medians(measure, rounds);
+  const std::vector<double> ms = alternating_forward_latency(forwards, shape, batch, rounds, lo);
+  for (size_t i = 0; i < models.size(); ++i) (*models[i])->train(was_training[i]);
+  return ms;
 }
 
 json latency_vs_reference(const std::vector<GraphModule*>& models, const std::vector<int64_t>& batches,

@@ -87,12 +87,6 @@ namespace {
 
 const char* const kInt8File = "int8.nnopt";
 
-std::vector<int64_t> batch_shape(const Graph& g, int64_t b) {
-  std::vector<int64_t> s{b};
-  for (auto v : g.input_shape()) s.push_back(v);
-  return s;
-}
-
 // Why a method cannot run at a setting (before trying), or "".
 std::string not_applicable(const std::string& method, const QuantSetting& s,
                            const QuantizeMethodOptions& q) {
@@ -275,7 +269,7 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
     std::vector<std::string> who{"fp32"};
     GraphModule folded = fold_batch_norm(fp32);
     folded->eval();
-    std::vector<std::function<void(const torch::Tensor&)>> fwd{
+    std::vector<ForwardFn> fwd{
         [folded](const torch::Tensor& x) mutable { folded->forward(x); }};
     for (const auto& s : settings) {
       if (s.wbits != 8 || s.abits != 8) continue;
@@ -295,15 +289,9 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
         fwd.push_back([q](const torch::Tensor& x) { q.forward(x); });
       }
     }
-    torch::NoGradGuard ng;
     for (int64_t b : {int64_t{1}, int64_t{64}}) {
-      const torch::Tensor x = torch::randn(batch_shape(fp32->graph(), b));
-      std::vector<std::function<double()>> measure;
-      for (const auto& f : fwd)
-        measure.push_back([&f, &x, b, &opt] {
-          return time_forward([&] { f(x); }, b, opt.latency_options()).median_ms;
-        });
-      const std::vector<double> ms = alternating_medians(measure, opt.latency_rounds());
+      const std::vector<double> ms =
+          alternating_forward_latency(fwd, fp32->graph().input_shape(), b, opt.latency_rounds(), opt.latency_options());
       for (size_t i = 0; i < who.size(); ++i) latency[who[i]][std::to_string(b)] = ms[i];
     }
   }

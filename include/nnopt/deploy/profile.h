@@ -28,6 +28,14 @@ Latency time_forward(const std::function<void()>& fn, int64_t batch, const Laten
 /// returns the median of each one's results (e.g. milliseconds). A slow spell of a shared machine
 /// then falls on every measurement alike: use it whenever timings are compared with each other.
 std::vector<double> alternating_medians(const std::vector<std::function<double()>>& measure, int64_t rounds);
+/// One forward pass of some model on a batch (int8, fp32, fake-quant, ...).
+using ForwardFn = std::function<void(const torch::Tensor&)>;
+/// The latency (median ms) of each forward on one random batch of shape {batch, input_shape...},
+/// without grad, timed in turn over `rounds` alternating rounds (time_forward inside
+/// alternating_medians). Every comparison of models' latencies in nnopt goes through this.
+std::vector<double> alternating_forward_latency(const std::vector<ForwardFn>& forwards,
+                                                const std::vector<int64_t>& input_shape, int64_t batch,
+                                                int64_t rounds, const LatencyOptions& opt = {});
 /// Latency of `model` in eval mode, no grad, on random input of the model's input shape.
 Latency measure_latency(GraphModule& model, int64_t batch, const LatencyOptions& opt = {});
 
