@@ -2,7 +2,7 @@
 # The quantization comparison table of docs/results.md: every method of
 # `nnopt compare quant` (minmax, percentile, mse, kl, dfq, adaround, dorefa,
 # pact, lsq, lsq+, apot) at W/A 8/8, 4/4, 3/3, 2/2 on the resnet20 fp32
-# checkpoint (94.68 % on the Fashion-MNIST test split), one protocol:
+# checkpoint (94.55 % on the Fashion-MNIST test split), one protocol:
 #   per-channel weights, first and last layer at 8 bits;
 #   calibration on the first 8 batches of 64 training images (512 images),
 #   activation observer mse for the dfq / adaround / QAT starting point;
