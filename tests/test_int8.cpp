@@ -6,8 +6,10 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "nnopt/core/error.h"
@@ -515,6 +517,56 @@ TEST(Int8Errors, BadInputAndFiles) {
                    "int8 forward: input must be [N, [1, 28, 28] per sample], got [2, 3, 28, 28]");
   std::string dir = temp_dir("int8_bad");
   EXPECT_THROW(Int8Model::load(dir + "/missing.nnopt"), FileError);
+
+  // A plain (float) checkpoint is not an int8 model.
+  save_checkpoint(dir + "/float.nnopt", Checkpoint{fq->graph(), fq->state(), "{}"});
+  EXPECT_THROW_MSG(Int8Model::load(dir + "/float.nnopt"), FileError,
+                   "float.nnopt: not a valid nnopt int8 model: no 'int8' metadata");
+  // Tampered metadata and tensors: each a one-line FileError naming the file and the node.
+  q.save(dir + "/q.nnopt");
+  const Checkpoint good = load_checkpoint(dir + "/q.nnopt");
+  auto tampered = [&](const std::function<void(Checkpoint&, nlohmann::json&)>& edit) {
+    Checkpoint ck = good;
+    nlohmann::json meta = nlohmann::json::parse(ck.meta_json);
+    edit(ck, meta);
+    ck.meta_json = meta.dump();
+    save_checkpoint(dir + "/bad.nnopt", ck);
+    return dir + "/bad.nnopt";
+  };
+  auto layer_step = [&](nlohmann::json& meta) -> nlohmann::json& {
+    for (auto& st : meta["int8"]["steps"])
+      if (st.contains("per_channel")) return st;
+    throw std::runtime_error("no layer step");
+  };
+  EXPECT_THROW_MSG(Int8Model::load(tampered([](Checkpoint&, nlohmann::json& m) { m["int8"]["version"] = 9; })),
+                   FileError, "unknown int8 format or version");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([](Checkpoint&, nlohmann::json& m) { m["int8"]["steps"].erase(0); })),
+                   FileError, "steps for a graph of");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([&](Checkpoint&, nlohmann::json& m) { layer_step(m)["kernel"] = "fft"; })),
+                   FileError, "unknown kernel 'fft'");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([&](Checkpoint&, nlohmann::json& m) { layer_step(m)["scale"] = -1.0; })),
+                   FileError, "bad qparams");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([&](Checkpoint&, nlohmann::json& m) { layer_step(m)["scale"] = "big"; })),
+                   FileError, "not a valid nnopt int8 model");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([&](Checkpoint& ck, nlohmann::json& m) {
+                     ck.tensors.erase(layer_step(m)["node"].get<std::string>() + ".weight");
+                   })),
+                   FileError, ".weight' is missing");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([&](Checkpoint& ck, nlohmann::json& m) {
+                     auto& w = ck.tensors[layer_step(m)["node"].get<std::string>() + ".weight"];
+                     w = w.to(torch::kFloat32);
+                   })),
+                   FileError, "has dtype Float, expected Char");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([&](Checkpoint& ck, nlohmann::json& m) {
+                     auto& w = ck.tensors[layer_step(m)["node"].get<std::string>() + ".weight"];
+                     w = w.narrow(0, 0, 1).clone();
+                   })),
+                   FileError, "weight shape");
+  EXPECT_THROW_MSG(Int8Model::load(tampered([&](Checkpoint& ck, nlohmann::json& m) {
+                     auto& s = ck.tensors[layer_step(m)["node"].get<std::string>() + ".weight_scale"];
+                     s = torch::zeros_like(s);  // a new tensor: `good` shares the old one
+                   })),
+                   FileError, "weight scales must be positive and finite");
 }
 
 }  // namespace

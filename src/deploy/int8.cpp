@@ -677,7 +677,7 @@ Int8Model Int8Model::load(const std::string& path) {
   impl->steps.resize(nodes.size());
   auto tensor = [&](const std::string& name, torch::ScalarType dt) {
     auto it = ck.tensors.find(name);
-    if (it == ck.tensors.end()) throw bad(str_cat("missing tensor '", name, "'"));
+    if (it == ck.tensors.end()) throw bad(str_cat("tensor '", name, "' is missing"));
     if (it->second.scalar_type() != dt)
       throw bad(str_cat("tensor '", name, "' has dtype ", it->second.scalar_type(), ", expected ", dt));
     return it->second;
@@ -733,6 +733,8 @@ Int8Model Int8Model::load(const std::string& path) {
       const int64_t c = st.per_channel ? out : 1;
       if (st.w_scale.numel() != c || st.w_zp.numel() != c)
         throw bad(str_cat("node '", n.name, "': needs ", c, " weight scales"));
+      if (!torch::isfinite(st.w_scale).all().item<bool>() || !(st.w_scale > 0).all().item<bool>())
+        throw bad(str_cat("node '", n.name, "': weight scales must be positive and finite"));
       if (has_bias || ck.tensors.count(n.name + ".bias")) {
         st.bias = tensor(n.name + ".bias", torch::kFloat32);
         if (st.bias.numel() != out) throw bad(str_cat("node '", n.name, "': bias size"));
