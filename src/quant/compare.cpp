@@ -378,6 +378,21 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
       "cells: test accuracy drop vs fp32 in points (* = smallest of the column); latency: fp32 "
       "model (batch norm folded) in the fp32 row, each method's int8 model at 8/8 in its row, "
       "medians of ", opt.latency_rounds(), " alternating rounds\n");
+  // Not every method has the same number of weight levels at W bits: say so
+  // under the table, since at 2 bits it is 4 against 3.
+  {
+    StringList sym, why;
+    for (const auto& m : methods) {
+      if (m == "dorefa" || m == "pact" || m == "apot") sym.push_back(m);
+      if (m == "pact") why.push_back("PACT's weights are DoReFa's");
+      if (m == "apot") why.push_back("APoT mirrors 2^(W-1) magnitudes");
+    }
+    if (!sym.empty())
+      notes.insert(notes.begin(),
+                   str_cat("weight levels at W bits: 2^W - 1, symmetric around 0, for ", join(sym, ", "),
+                           why.empty() ? std::string() : " (" + join(why, "; ") + ")",
+                           "; 2^W (the full signed integer range) for the others"));
+  }
   out.text = title + out.table.to_text();
   for (const auto& n : notes) out.text += "  " + n + "\n";
 
