@@ -433,6 +433,17 @@ TEST(QuantizeCli, W8A8WritesModelTableAndInt8) {
   ASSERT_EQ(e.code, 0) << e.err;
   EXPECT_NEAR(nlohmann::json::parse(e.out)["accuracy"].get<double>(),
               j["fake_quant_accuracy"].get<double>(), 1e-9);
+  // ... and the int8 model on onednn's kernels, on either split.
+  e = test::run_cli("eval " + out + "/model.int8.nnopt --dataset synthetic --limit 512 --json", M.dir);
+  ASSERT_EQ(e.code, 0) << e.err;
+  auto ej = nlohmann::json::parse(e.out);
+  EXPECT_EQ(ej["model_kind"], "int8");
+  EXPECT_NEAR(ej["accuracy"].get<double>(), j["int8_accuracy"].get<double>(), 1e-9);
+  e = test::run_cli("eval " + out + "/model.int8.nnopt --dataset synthetic --limit 512 --split train", M.dir);
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.out.find("synthetic train samples, int8 model)"), std::string::npos) << e.out;
+  e = test::run_cli("eval " + out + "/model.int8.nnopt --dataset synthetic --limit 512 --split val", M.dir);
+  EXPECT_EQ(e.code, 2);
   ScaleTable t = ScaleTable::load(out + "/scales.json");
   EXPECT_EQ(t.nodes.at("conv1").weight->scheme.bits(), 8);
 }

@@ -10,6 +10,7 @@
 #include "nnopt/core/strings.h"
 #include "nnopt/data/dataset.h"
 #include "nnopt/deploy/conv_tuning.h"
+#include "nnopt/deploy/int8.h"
 #include "nnopt/deploy/profile.h"
 #include "nnopt/models/zoo.h"
 #include "nnopt/nn/checkpoint.h"
@@ -214,30 +215,44 @@ void register_eval(CLI::App& app, Runner& run) {
   static DataArgs d;
   static ModelSource m;
   static int64_t batch = 1000;
-  auto* sub = app.add_subcommand("eval", "evaluate a checkpoint or zoo model on a test split");
+  static std::string split = "test";
+  auto* sub = app.add_subcommand("eval", "evaluate a checkpoint, an int8 model or a zoo model on a data split");
   add_common(sub, c, false);
   add_data(sub, d);
-  sub->add_option("checkpoint", m.checkpoint, "nnopt checkpoint file");
+  sub->add_option("checkpoint", m.checkpoint, "nnopt checkpoint file (float, fake-quant or int8)");
   add_model_options(sub, m);
   sub->add_option("--batch-size", batch, "evaluation batch size")->check(CLI::PositiveNumber);
+  sub->add_option("--split", split, "test or train")->check(CLI::IsMember({"test", "train"}));
   sub->callback([&run] {
     run = [] {
       apply_common(c);
-      Dataset test = load_dataset(dataset_options(d), false);
-      if (!m.model.empty()) {
-        std::ostringstream s;
-        for (size_t i = 0; i < test.shape().size(); ++i) s << (i ? "," : "") << test.shape()[i];
-        m.input_shape = s.str();
+      Dataset data = load_dataset(dataset_options(d), split == "train");
+      auto check_shape = [&](const std::vector<int64_t>& shape) {
+        NNOPT_CHECK(shape == data.shape(), ValueError, "eval: the model takes ", c10::IntArrayRef(shape),
+                    " but ", data.name, " samples are ", c10::IntArrayRef(data.shape()));
+      };
+      EvalResult ev;
+      std::string kind = "float";
+      if (m.model.empty() && !m.checkpoint.empty() && Int8Model::is_int8_file(m.checkpoint)) {
+        // An int8 model (nnopt quantize, compare quant): onednn's integer kernels.
+        Int8Model q = Int8Model::load(m.checkpoint);
+        check_shape(q.graph().input_shape());
+        ev = evaluate_logits([&](const torch::Tensor& x) { return q.forward(x); }, data, batch);
+        kind = "int8";
+      } else {
+        if (!m.model.empty()) {
+          std::ostringstream s;
+          for (size_t i = 0; i < data.shape().size(); ++i) s << (i ? "," : "") << data.shape()[i];
+          m.input_shape = s.str();
+        }
+        GraphModule model = load_source(m);
+        check_shape(model->graph().input_shape());
+        ev = evaluate(model, data, batch);
       }
-      GraphModule model = load_source(m);
-      NNOPT_CHECK(model->graph().input_shape() == test.shape(), ValueError, "eval: the model takes ",
-                  c10::IntArrayRef(model->graph().input_shape()), " but ", test.name, " samples are ",
-                  c10::IntArrayRef(test.shape()));
-      EvalResult ev = evaluate(model, test, batch);
       json j = {{"accuracy", ev.accuracy}, {"loss", ev.loss}, {"count", ev.count},
-                {"dataset", test.name}};
-      emit(c, str_cat("accuracy ", pct(ev.accuracy), "  loss ", fmt(ev.loss, 4), "  (", ev.count,
-                      " ", test.name, " test samples)\n"),
+                {"dataset", data.name}, {"split", split}, {"model_kind", kind}};
+      emit(c, str_cat("accuracy ", pct(ev.accuracy), "  loss ", fmt(ev.loss, 4), "  (", ev.count, " ",
+                      data.name, " ", split, " samples", kind == "int8" ? ", int8 model" : "", ")\n"),
            j.dump());
       return 0;
     };

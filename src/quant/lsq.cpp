@@ -92,7 +92,8 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
                                double hi, double grad_scale, bool step_grad_inside,
                                bool has_offset) {
     torch::Tensor xc = x.contiguous();
-    const float s = std::max(step.item<float>(), kMinStep);
+    const float raw = step.item<float>();
+    const float s = lsq_step_value(raw);
     const float inv = 1.0f / s;
     const float b = has_offset ? offset.item<float>() : 0.0f;
     const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
@@ -104,6 +105,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     });
     ctx->save_for_backward({xc});
     ctx->saved_data["s"] = static_cast<double>(s);
+    ctx->saved_data["sign"] = raw < 0 ? -1.0 : 1.0;
     ctx->saved_data["b"] = static_cast<double>(b);
     ctx->saved_data["lo"] = lo;
     ctx->saved_data["hi"] = hi;
@@ -133,7 +135,8 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
       backward_range(xp + b0, gp + b0, dp + b0, e - b0, inv, b, lo, hi, inside, &sum[0], &sum[1]);
     });
     const double dss = sums[0], dbs = sums[1];
-    torch::Tensor gstep = torch::full({1}, dss * g, torch::kFloat32);
+    const double sign = ctx->saved_data["sign"].toDouble();  // d|step| / d step
+    torch::Tensor gstep = torch::full({1}, dss * g * sign, torch::kFloat32);
     torch::Tensor goff = has_offset ? torch::full({1}, dbs * g, torch::kFloat32) : torch::Tensor();
     return {dx,
             gstep,
@@ -147,6 +150,15 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
 };
 
 }  // namespace
+
+float lsq_step_value(float step) { return std::max(std::abs(step), kMinStep); }
+
+torch::Tensor lsq_step_value(const torch::Tensor& step) {
+  // Value max(|step|, 1e-8); gradient that of |step| (sign(step), 1 at 0), also
+  // below the floor.
+  torch::Tensor a = step * torch::where(step < 0, -torch::ones_like(step), torch::ones_like(step)).detach();
+  return a + (a.clamp_min(kMinStep) - a).detach();
+}
 
 torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& step,
                            const torch::Tensor& offset, double lo, double hi, double grad_scale,
@@ -199,7 +211,7 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
   torch::Tensor hi = (qmax - zero_point_).to(torch::kFloat32).view(shape);
   const double n = static_cast<double>(x.numel() / step_.numel());
   const double g = 1.0 / std::sqrt(n * std::max<double>(hi.max().item<float>(), 1.0));
-  torch::Tensor s = step_.clamp_min(kMinStep);
+  torch::Tensor s = lsq_step_value(step_);
   s = (s - s * g).detach() + s * g;  // value s, gradient scaled by g
   s = s.view(shape);
   torch::Tensor v = x * s.reciprocal();
@@ -220,13 +232,13 @@ torch::Tensor LsqQuantizerImpl::levels(int64_t channel) const {
   NNOPT_CHECK(channel >= 0 && channel < step_.numel(), ValueError, "LSQ: channel ", channel,
               " out of range [0, ", step_.numel(), ")");
   const int64_t z = zero_point_[channel].item<int64_t>();
-  const float s = std::max(step_[channel].item<float>(), kMinStep);
+  const float s = lsq_step_value(step_[channel].item<float>());
   return torch::arange(scheme_.quant_min() - z, scheme_.quant_max() - z + 1, torch::kFloat32) * s;
 }
 
 FakeQuantPtr LsqQuantizerImpl::to_fake_quant() const {
   auto fq = std::make_shared<FakeQuantImpl>(scheme_, nullptr, step_.numel());
-  fq->set_qparams({step_.detach().clamp_min(kMinStep).clone(), zero_point_.clone()});
+  fq->set_qparams({lsq_step_value(step_.detach()).clone(), zero_point_.clone()});
   fq->set_quantizing(true);
   return fq;
 }

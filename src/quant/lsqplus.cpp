@@ -33,13 +33,13 @@ std::string LsqPlusQuantizerImpl::describe() const { return "lsq+(" + scheme_.de
 torch::Tensor LsqPlusQuantizerImpl::levels(int64_t channel) const {
   NNOPT_CHECK(channel == 0, ValueError, "LSQ+: per-tensor quantizer has only channel 0, got ",
               channel);
-  const float s = std::max(step_.item<float>(), 1e-8f);
+  const float s = lsq_step_value(step_.item<float>());
   const float b = offset_.item<float>();
   return torch::arange(scheme_.quant_min(), scheme_.quant_max() + 1, torch::kFloat32) * s + b;
 }
 
 bool LsqPlusQuantizerImpl::uniform() const {
-  const float s = std::max(step_.item<float>(), 1e-8f);
+  const float s = lsq_step_value(step_.item<float>());
   const double z = std::nearbyint(-offset_.item<double>() / s);
   return z >= static_cast<double>(scheme_.quant_min()) && z <= static_cast<double>(scheme_.quant_max());
 }
@@ -47,7 +47,7 @@ bool LsqPlusQuantizerImpl::uniform() const {
 FakeQuantPtr LsqPlusQuantizerImpl::to_fake_quant() const {
   NNOPT_CHECK(uniform(), ValueError, "LSQ+: offset ", offset_.item<double>(), " with step ", step_.item<double>(),
               " needs a zero point outside [", scheme_.quant_min(), ", ", scheme_.quant_max(), "]");
-  const float s = std::max(step_.item<float>(), 1e-8f);
+  const float s = lsq_step_value(step_.item<float>());
   const double z = std::nearbyint(-offset_.item<double>() / s);
   const int64_t zp = static_cast<int64_t>(
       std::min<double>(std::max<double>(z, scheme_.quant_min()), scheme_.quant_max()));

@@ -121,6 +121,9 @@ class Int8Model {
   /// FileError naming the path for files that are not int8 models or are
   /// inconsistent.
   static Int8Model load(const std::string& path);
+  /// True if `path` is an nnopt checkpoint written by save() (its metadata
+  /// names the int8 format); FileError for unreadable or malformed files.
+  static bool is_int8_file(const std::string& path);
 
   /// Writes a TorchScript file that PyTorch loads (set the quantized engine to
   /// onednn first: torch.backends.quantized.engine = "onednn") and that calls

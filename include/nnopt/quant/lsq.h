@@ -25,10 +25,20 @@
 
 namespace nnopt {
 
+/// The step a quantizer runs with: |step|, at least 1e-8. With momentum SGD a
+/// step parameter can be pushed through 0 (seen on per-channel weight steps:
+/// up to 11 % of them in a 5-epoch resnet20 run). Its magnitude then keeps
+/// working as the step and gets the gradient (times sign(step)); a step
+/// clamped at a tiny positive value would instead zero its channel for good,
+/// with no gradient left to bring it back.
+float lsq_step_value(float step);
+torch::Tensor lsq_step_value(const torch::Tensor& step);
+
 /// The fused LSQ / LSQ+ / PACT operator (one pass forward, one pass backward):
 ///   out = clamp(round((x - offset) / step), lo, hi) * step + offset
 /// x float32 (any shape), step and offset 1-element float32 tensors (offset may
-/// be undefined = 0). round is half-to-even on x * (1 / step), as FakeQuant.
+/// be undefined = 0); the step used is lsq_step_value(step). round is
+/// half-to-even on x * (1 / step), as FakeQuant.
 /// Gradients: x as in LSQ (1 inside [lo, hi], else 0); offset 0 inside, 1
 /// outside (times grad_scale); step as LSQ above (times grad_scale) if
 /// `step_grad_inside`, else only the outside terms lo / hi (PACT's
