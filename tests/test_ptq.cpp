@@ -480,11 +480,16 @@ TEST(QuantizeCli, QatMethodRunsFromACalibratedModel) {
   const auto& M = cli_model();
   std::string out = M.dir + "/lsq";
   auto r = test::run_cli("quantize " + M.ckpt + " --dataset synthetic --limit 256 --method lsq --wbits 4 "
-                         "--abits 4 --per-channel --epochs 1 --calib-batches 2 --progress off --out " + out,
+                         "--abits 4 --per-channel --epochs 1 --calib-batches 2 --progress off "
+                         "--max-batches 1 --schedule constant --weight-decay 1e-4 --out " + out,
                          M.dir);
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = report(out);
   EXPECT_TRUE(j.contains("ptq_accuracy"));
+  // The QAT recipe options of compare quant apply here too.
+  auto m = nlohmann::json::parse(read_file(out + "/qat/metrics.jsonl"));
+  EXPECT_EQ(m["steps"].get<int>(), 1);  // of 2 (256 samples, batches of 128)
+  EXPECT_DOUBLE_EQ(m["lr"].get<double>(), 0.01);
   EXPECT_TRUE(path_exists(out + "/scales.json"));
   auto e = test::run_cli("eval " + out + "/model.nnopt --dataset synthetic --limit 256 --json", M.dir);
   ASSERT_EQ(e.code, 0) << e.err;

@@ -12,6 +12,10 @@
 #include "nnopt/nn/graph_module.h"
 #include "nnopt/train/trainer.h"
 
+namespace nnopt {
+struct QuantizeMethodOptions;
+}
+
 namespace nnopt::cli {
 
 /// Options every subcommand takes.
@@ -56,6 +60,18 @@ void add_finetune_options(CLI::App* app, TrainOptions& t);
 void add_prune_study_options(CLI::App* app, int64_t& importance_batches, int64_t& latency_rounds,
                              int64_t& latency_repeats, TrainOptions& t);
 /// Prints each line to stderr unless --progress off.
+/// The quantization-aware-training options that `nnopt quantize` and `nnopt
+/// compare quant` share (one cell of a comparison is one quantize run).
+struct QatArgs {
+  int64_t epochs = 3, batch = 128, max_batches = 0, val_size = 0, freeze_bn_epoch = 0;
+  double lr = 0.01, weight_decay = 5e-4;
+  std::string schedule = "cosine";
+  bool kd = false;
+};
+void add_qat_options(CLI::App* app, QatArgs& q);
+/// Sets o's QAT fields (kd, val_size, freeze_bn_epoch, train recipe) from q.
+void apply_qat_options(const QatArgs& q, const Common& c, QuantizeMethodOptions& o);
+
 std::function<void(const std::string&)> progress_lines(const Common& c);
 /// Parses "1,28,28" into a shape; throws ValueError naming `what`.
 std::vector<int64_t> parse_shape(const std::string& s, const std::string& what);

@@ -14,12 +14,11 @@ namespace nnopt::cli {
 void register_compare_quant(CLI::App& app, Runner& run) {
   static Common c;
   static DataArgs d;
-  static std::string checkpoint, methods, bits = "8/8,4/4,3/3,2/2", act_observer, schedule = "cosine";
-  static int64_t calib_batches = 8, batch_size = 64, epochs = 3, qat_batch = 128, max_batches = 0,
-                 first_last_bits = 8, adaround_iters = 1000, val_size = 0,
-                 freeze_bn_epoch = 0, latency_rounds = 5;
-  static double lr = 0.01, weight_decay = 5e-4;
-  static bool per_channel = false, weight_mse = false, kd = false, no_latency = false;
+  static std::string checkpoint, methods, bits = "8/8,4/4,3/3,2/2", act_observer;
+  static int64_t calib_batches = 8, batch_size = 64, first_last_bits = 8, adaround_iters = 1000,
+                 latency_rounds = 5;
+  static QatArgs qat;
+  static bool per_channel = false, weight_mse = false, no_latency = false;
   auto* sub = compare_command(app)->add_subcommand(
       "quant", "every quantization method (PTQ, DFQ, AdaRound, QAT) at each W/A setting under one "
                "protocol: accuracy drop vs fp32, best per column, model size, int8 latency");
@@ -39,17 +38,7 @@ void register_compare_quant(CLI::App& app, Runner& run) {
                   "activation observer of the calibration dfq/adaround/QAT start from (default minmax)");
   sub->add_flag("--weight-mse", weight_mse, "weight ranges by MSE search for every PTQ start");
   sub->add_option("--adaround-iters", adaround_iters, "AdaRound Adam steps per layer (default 1000)");
-  sub->add_option("--epochs", epochs, "QAT epochs (default 3)");
-  sub->add_option("--lr", lr, "QAT learning rate (default 0.01)");
-  sub->add_option("--weight-decay", weight_decay, "QAT weight decay (default 5e-4)");
-  sub->add_option("--schedule", schedule, "QAT schedule: constant, step, multistep or cosine")
-      ->check(CLI::IsMember({"constant", "step", "multistep", "cosine"}));
-  sub->add_option("--qat-batch-size", qat_batch, "QAT training batch size (default 128)");
-  sub->add_option("--max-batches", max_batches, "QAT: batches per epoch at most (0 = all)");
-  sub->add_option("--val-size", val_size, "QAT: hold out N train samples for validation (0 = none)");
-  sub->add_flag("--kd", kd, "QAT: distill from the fp32 model (kd:T=4,alpha=0.5)");
-  sub->add_option("--freeze-bn-epoch", freeze_bn_epoch,
-                  "QAT: batch norms use and keep their running statistics from this epoch on (0 = never)");
+  add_qat_options(sub, qat);
   sub->add_flag("--no-latency", no_latency, "skip the fp32 / int8 latency measurement");
   sub->add_option("--latency-rounds", latency_rounds,
                   "latency: every model timed in turn, this many rounds, medians (default 5)");
@@ -65,9 +54,8 @@ void register_compare_quant(CLI::App& app, Runner& run) {
       QuantizeMethodOptions& q = o.quantize();
       q.per_channel(per_channel).first_last_bits(first_last_bits).calib_batches(calib_batches)
           .batch_size(batch_size).act_observer(act_observer).weight_mse(weight_mse)
-          .adaround_iters(adaround_iters).seed(c.seed).kd(kd).val_size(val_size).freeze_bn_epoch(freeze_bn_epoch);
-      q.train().epochs(epochs).lr(lr).weight_decay(weight_decay).schedule(schedule)
-          .batch_size(qat_batch).max_batches(max_batches).seed(c.seed).progress(c.progress);
+          .adaround_iters(adaround_iters).seed(c.seed);
+      apply_qat_options(qat, c, q);
       o.validate();  // before any data is read
       NNOPT_CHECK(path_exists(checkpoint), FileError, checkpoint, ": checkpoint not found");
       DatasetOptions dso = dataset_options(d);

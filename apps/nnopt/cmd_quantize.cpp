@@ -50,12 +50,12 @@ void register_quantize(CLI::App& app, Runner& run) {
   static DataArgs d;
   static std::string checkpoint, method = "minmax", dfq_act = "bn", mixed_bits = "2,4,8",
                                  act_observer;
-  static int64_t wbits = 8, abits = 8, calib_batches = 8, batch_size = 64, epochs = 3,
+  static int64_t wbits = 8, abits = 8, calib_batches = 8, batch_size = 64,
                  first_last_bits = 0, adaround_iters = 1000, sens_samples = 1000;
   static bool per_channel = false, bias_corr = false, absorb = false, no_latency = false,
-              weight_mse = false, kd = false, no_equalize = false, no_analytic_bc = false;
-  static double size_budget_kib = 0, range_sigmas = 6, qat_lr = 0.01;
-  static int64_t qat_batch = 128, val_size = 0, freeze_bn_epoch = 0;
+              weight_mse = false, no_equalize = false, no_analytic_bc = false;
+  static double size_budget_kib = 0, range_sigmas = 6;
+  static QatArgs qat;
   auto* sub = app.add_subcommand(
       "quantize", "quantize a checkpoint: PTQ (minmax, percentile, mse, kl), data-free (dfq), "
                   "AdaRound, QAT (dorefa, pact, lsq, lsq+, apot); int8 model at 8 bits");
@@ -70,7 +70,6 @@ void register_quantize(CLI::App& app, Runner& run) {
   sub->add_flag("--per-channel", per_channel, "per-output-channel weight scales");
   sub->add_option("--calib-batches", calib_batches, "calibration batches from the train split");
   sub->add_option("--batch-size", batch_size, "calibration batch size");
-  sub->add_option("--epochs", epochs, "QAT epochs");
   sub->add_option("--first-last-bits", first_last_bits,
                   "bits of the first and last layer (0 = same as the others)");
   sub->add_option("--act-observer", act_observer,
@@ -78,12 +77,7 @@ void register_quantize(CLI::App& app, Runner& run) {
   sub->add_flag("--bias-correction", bias_corr, "empirical bias correction (PTQ methods)");
   sub->add_flag("--weight-mse", weight_mse,
                 "weight ranges by a per-channel MSE search instead of min/max (PTQ methods)");
-  sub->add_option("--lr", qat_lr, "QAT learning rate");
-  sub->add_option("--qat-batch-size", qat_batch, "QAT training batch size");
-  sub->add_option("--val-size", val_size, "QAT: hold out N train samples for validation (0 = none)");
-  sub->add_flag("--kd", kd, "QAT: distill from the fp32 model (kd:T=4,alpha=0.5)");
-  sub->add_option("--freeze-bn-epoch", freeze_bn_epoch,
-                  "QAT: batch norms use and keep their running statistics from this epoch on (0 = never)");
+  add_qat_options(sub, qat);
   sub->add_option("--adaround-iters", adaround_iters, "AdaRound Adam steps per layer");
   sub->add_option("--dfq-act", dfq_act,
                   "dfq activation ranges: bn (from batch-norm statistics, data-free) or calibrate");
@@ -114,9 +108,9 @@ void register_quantize(CLI::App& app, Runner& run) {
           .calib_batches(calib_batches).batch_size(batch_size).bias_correction(bias_corr)
           .weight_mse(weight_mse).adaround_iters(adaround_iters).seed(c.seed).dfq_act(dfq_act)
           .range_sigmas(range_sigmas).absorb_high_bias(absorb).equalize(!no_equalize)
-          .analytic_bias_correction(!no_analytic_bc).kd(kd).val_size(val_size).freeze_bn_epoch(freeze_bn_epoch)
-          .train(TrainOptions(epochs).lr(qat_lr).batch_size(qat_batch).seed(c.seed)
-                     .out_dir(path_join(c.out, "qat")).progress(c.progress));
+          .analytic_bias_correction(!no_analytic_bc);
+      apply_qat_options(qat, c, o);
+      o.train().out_dir(path_join(c.out, "qat"));
       o.validate();
       const bool is_qat = is_qat_method(method);
       if (method == "adaround" && wbits > 4)
@@ -257,6 +251,26 @@ void register_quantize(CLI::App& app, Runner& run) {
       return 0;
     };
   });
+}
+
+void add_qat_options(CLI::App* app, QatArgs& q) {
+  app->add_option("--epochs", q.epochs, "QAT epochs (default 3)");
+  app->add_option("--lr", q.lr, "QAT learning rate (default 0.01)");
+  app->add_option("--weight-decay", q.weight_decay, "QAT weight decay (default 5e-4)");
+  app->add_option("--schedule", q.schedule, "QAT schedule: constant, step, multistep or cosine (default)")
+      ->check(CLI::IsMember({"constant", "step", "multistep", "cosine"}));
+  app->add_option("--qat-batch-size", q.batch, "QAT training batch size (default 128)");
+  app->add_option("--max-batches", q.max_batches, "QAT: batches per epoch at most (0 = all)");
+  app->add_option("--val-size", q.val_size, "QAT: hold out N train samples for validation (0 = none)");
+  app->add_flag("--kd", q.kd, "QAT: distill from the fp32 model (kd:T=4,alpha=0.5)");
+  app->add_option("--freeze-bn-epoch", q.freeze_bn_epoch,
+                  "QAT: batch norms use and keep their running statistics from this epoch on (0 = never)");
+}
+
+void apply_qat_options(const QatArgs& q, const Common& c, QuantizeMethodOptions& o) {
+  o.kd(q.kd).val_size(q.val_size).freeze_bn_epoch(q.freeze_bn_epoch);
+  o.train().epochs(q.epochs).lr(q.lr).weight_decay(q.weight_decay).schedule(q.schedule)
+      .batch_size(q.batch).max_batches(q.max_batches).seed(c.seed).progress(c.progress);
 }
 
 }  // namespace nnopt::cli
