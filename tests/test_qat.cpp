@@ -238,6 +238,25 @@ TEST(QatGrid, ApotLevels) {
 
 // The fused APoT operator against autograd of the formula in torch ops
 // (straight-through nearest level, RCF clip): values and both gradients.
+// APoT weights come back as Q((w - mu) / sigma) * sigma + mu: without the
+// mean, fold simulation divided -mu by small per-channel fold factors and a
+// W8A8 resnet20 run diverged to NaN (session 14).
+TEST(QatGrid, ApotWeightsKeepTheirMean) {
+  torch::manual_seed(3);
+  torch::Tensor w = torch::randn({4, 2, 3, 3}) * 0.2 + 0.5;
+  {
+    torch::NoGradGuard ng;
+    w[0].mul_(1e-3);  // a channel with a small fold factor
+  }
+  ApotQuantizerImpl q(QuantScheme(8).per_channel(true), true, true, 3.0);
+  torch::Tensor y = q.forward(w);
+  EXPECT_LT((y - w).abs().max().item<double>(), 0.05);
+  EXPECT_LT((y[0] - w[0]).abs().max().item<double>(), 0.05);  // was w[0] - mean(w), ~0.4 off
+  EXPECT_NEAR(y.mean().item<double>(), w.mean().item<double>(), 0.01);
+  // Every output is one of levels().
+  EXPECT_TRUE(on_grid(y.detach(), q.levels(), 1e-5));
+}
+
 TEST(QatGrid, ApotFusedMatchesReferenceFormula) {
   auto reference = [](const torch::Tensor& x, const torch::Tensor& alpha, const torch::Tensor& levels,
                       bool is_signed) {

@@ -195,6 +195,7 @@ ApotQuantizerImpl::ApotQuantizerImpl(const QuantScheme& scheme, bool weight, boo
   alpha_ = register_parameter("alpha", torch::full({1}, alpha, torch::kFloat32));
   grid_ = register_buffer("grid", apot_levels(signed_grid ? scheme.bits() - 1 : scheme.bits()));
   sigma_ = register_buffer("sigma", torch::ones({1}, torch::kFloat32));
+  mu_ = register_buffer("mu", torch::zeros({1}, torch::kFloat32));
 }
 
 torch::Tensor ApotQuantizerImpl::forward(const torch::Tensor& x) {
@@ -205,8 +206,9 @@ torch::Tensor ApotQuantizerImpl::forward(const torch::Tensor& x) {
     mu = x.mean();
     sigma = (x.numel() > 1 ? x.std() : torch::ones({})).clamp_min(1e-12);
     sigma_.fill_(sigma.item<float>());
+    mu_.fill_(mu.item<float>());
   }
-  return apot_quantize((x - mu) / sigma, alpha_, grid_, signed_) * sigma;
+  return apot_quantize((x - mu) / sigma, alpha_, grid_, signed_) * sigma + mu;
 }
 
 std::string ApotQuantizerImpl::describe() const {
@@ -219,7 +221,7 @@ torch::Tensor ApotQuantizerImpl::levels(int64_t channel) const {
   torch::Tensor g = grid_;
   if (signed_) g = torch::cat({-grid_.slice(0, 1).flip(0), grid_});
   torch::Tensor a = alpha_.detach().clamp_min(1e-8);
-  return weight_ ? g * a * sigma_ : g * a;
+  return weight_ ? g * a * sigma_ + mu_ : g * a;
 }
 
 QatQuantizerPtr make_apot_quantizer(const QuantizerInit& init) {

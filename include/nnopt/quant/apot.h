@@ -17,9 +17,15 @@
 //   x_hat = alpha * Pi(clamp(x / alpha, -1, 1))      (Pi: nearest level, STE)
 //   d x_hat / d alpha = Pi(x / alpha) - x / alpha inside, sign(x) outside.
 // Weight normalization: w_hat = (w - mu) / sigma (per layer, statistics
-// detached as in the authors' code), quantized, then multiplied by sigma
-// again since nnopt's models have batch norm folded (the paper relies on the
-// following BN to absorb the scale). APoT is per layer even when the weight
+// detached as in the authors' code), quantized, then mapped back:
+// Q(w_hat) * sigma + mu, since nnopt's models have batch norm folded (the
+// paper relies on the following BN to absorb the scale, and keeps w - mu).
+// The mean must come back too: under batch-norm fold simulation the layer's
+// quantized weights are divided again by each channel's fold factor
+// gamma / sqrt(running_var + eps), so a missing mu became -mu / factor, huge
+// for a channel with a small factor; its outputs then raised running_var,
+// which shrank the factor further. A W8A8 resnet20 run diverged to NaN in 22
+// steps that way (session 14). APoT is per layer even when the weight
 // scheme is per channel.
 //
 // Initialization: activations alpha = the calibrated FakeQuant's upper range
@@ -51,7 +57,8 @@ torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
                             const torch::Tensor& levels, bool is_signed);
 
 /// APoT weight or activation quantizer. Parameter "alpha" [1]; buffers
-/// "grid" (normalized levels) and "sigma" (weights: the last normalization std).
+/// "grid" (normalized levels), "sigma" and "mu" (weights: the last
+/// normalization std and mean).
 class ApotQuantizerImpl : public QatQuantizerImpl {
  public:
   ApotQuantizerImpl(const QuantScheme& scheme, bool weight, bool signed_grid, double alpha);
@@ -59,7 +66,7 @@ class ApotQuantizerImpl : public QatQuantizerImpl {
   std::string describe() const override;
   std::string kind() const override { return "apot"; }
   bool uniform() const override { return false; }
-  /// All output values (with sign), times sigma for weights.
+  /// All output values (with sign); for weights times sigma, plus mu.
   torch::Tensor levels(int64_t channel = 0) const override;
   torch::Tensor clip_penalty() const override { return alpha_.square().sum(); }
 
@@ -68,7 +75,7 @@ class ApotQuantizerImpl : public QatQuantizerImpl {
 
  private:
   bool weight_, signed_;
-  torch::Tensor alpha_, grid_, sigma_;
+  torch::Tensor alpha_, grid_, sigma_, mu_;
 };
 
 /// From the calibrated FakeQuant as described above.
