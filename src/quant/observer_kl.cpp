@@ -8,7 +8,7 @@
 // levels available for [0, t]: 2^(bits-1) for signed or symmetric schemes, as
 // TensorRT's 128 for int8, and 2^bits for unsigned affine ones):
 //   1. Histogram H of |x| with B bins over [0, max|x|]; bin width w = max|x| / B.
-//   2. For each candidate i = L .. B (keep bins 0..i-1, clip the rest):
+//   2. For each candidate i = max(L, 128) .. B (keep bins 0..i-1, clip the rest):
 //        P = H[0..i-1] with the clipped mass sum(H[i..B-1]) added to P[i-1]
 //            (the reference distribution: clipping moves outliers to the edge);
 //        Q = H[0..i-1] merged into L groups of i / L consecutive bins (the last
@@ -19,6 +19,15 @@
 //        Q floored at 1e-10 where P > 0 and Q = 0 (TensorRT leaves this case
 //        open; MXNet smooths by a similar small epsilon). A Q with no mass
 //        (all data beyond the candidate) is skipped.
+//   Two details follow NVIDIA's entropy calibrator (pytorch-quantization,
+//   calib/histogram.py, TensorRT's Python tooling): the count of bin 0 is
+//   replaced by that of bin 1 before the search (after a ReLU, half the
+//   values can be exactly 0, and that spike, smeared over the first group of
+//   Q, otherwise favours the smallest candidates, where it is a group of its
+//   own), and the candidates start at bin 128 or L, whichever is larger
+//   (TensorRT's int8 start, also below 8 bits). Without them u4 activations
+//   after a ReLU got thresholds ~1 % of their range and resnet20 W4A4 fell to
+//   chance (session 14).
 //   3. m = the i with the least divergence (the first on ties);
 //      threshold t = (m + 0.5) * w, capped at max|x|.
 // The histogram is built from the kept samples (see SampleObserver) with
@@ -34,6 +43,8 @@
 namespace nnopt {
 
 namespace {
+constexpr int64_t kStartBin = 128;  // TensorRT's first candidate (int8: 128 levels)
+
 int64_t kl_levels(const QuantScheme& s) {
   return (s.is_signed() || s.symmetric()) ? (int64_t{1} << (s.bits() - 1))
                                            : (int64_t{1} << s.bits());
@@ -61,6 +72,7 @@ double KlObserver::threshold() const {
     int64_t b = static_cast<int64_t>(static_cast<double>(p[k]) / w);
     h[std::min(std::max<int64_t>(b, 0), B - 1)] += 1;
   }
+  if (B > 1) h[0] = h[1];  // the spike at 0 (see the top of the file)
   // suffix[i] = sum(h[i..B-1]): the mass clipped by candidate i.
   std::vector<double> suffix(B + 1, 0.0);
   for (int64_t b = B - 1; b >= 0; --b) suffix[b] = suffix[b + 1] + h[b];
@@ -68,7 +80,8 @@ double KlObserver::threshold() const {
   double best = std::numeric_limits<double>::infinity();
   int64_t best_i = B;
   std::vector<double> P(B), Q(B);
-  for (int64_t i = L; i <= B; ++i) {
+  const int64_t start = std::max(L, std::min<int64_t>(kStartBin, B));
+  for (int64_t i = start; i <= B; ++i) {
     for (int64_t b = 0; b < i; ++b) P[b] = h[b];
     P[i - 1] += suffix[i];
     const int64_t per = i / L;
