@@ -7,8 +7,9 @@
 #   calibration on the first 8 batches of 64 training images (512 images),
 #   activation observer mse for the dfq / adaround / QAT starting point;
 #   AdaRound 1000 Adam steps per layer (4/4, 3/3, 2/2; n/a at 8/8);
-#   QAT 5 epochs, SGD lr 0.01 cosine, weight decay 1e-4, batch 128, seed 0
-#   (the recipe of bench/qat_resnet20.sh);
+#   QAT 5 epochs, SGD momentum 0.9 lr 0.01 cosine, weight decay 1e-4, batch
+#   128, seed 0, no augmentation (bench/qat_resnet20.sh's recipe differs: it
+#   adds Nesterov, random crops and flips);
 #   int8 latency (batch 1 and 64) of every method that lowers at 8/8.
 # Long: 5 QAT methods x 4 settings x 5 epochs of resnet20 plus 3 AdaRound
 # runs (~16 min each on the shared machine). It is resumable: every finished
