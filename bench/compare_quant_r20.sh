@@ -18,14 +18,17 @@
 # interruption. It holds the machine's run lock (the latency figures need a
 # quiet machine). The table: OUT/compare.{txt,csv,json}.
 # Usage: bench/compare_quant_r20.sh [CHECKPOINT] [OUT]   (from the repository root)
+# METHODS=apot BITS=8/8 runs only those cells of the same study (same protocol,
+# same folder; the full command then reuses them). bench/keep_cells.sh keeps
+# finished runs in the repository (bench/results/compare-quant) between machines.
 set -e
 CK=${1:-/work/runs/r20/model.nnopt}
 OUT=${2:-/work/runs/compare-quant}
 NNOPT=${NNOPT:-./build/nnopt}
 mkdir -p "$OUT"
 flock /tmp/nnopt-run.lock nice -n 5 "$NNOPT" compare quant "$CK" \
-  --methods minmax,percentile,mse,kl,dfq,adaround,dorefa,pact,lsq,lsq+,apot \
-  --bits 8/8,4/4,3/3,2/2 --per-channel --first-last-bits 8 \
+  --methods "${METHODS:-minmax,percentile,mse,kl,dfq,adaround,dorefa,pact,lsq,lsq+,apot}" \
+  --bits "${BITS:-8/8,4/4,3/3,2/2}" --per-channel --first-last-bits 8 \
   --calib-batches 8 --batch-size 64 --act-observer mse --adaround-iters 1000 \
   --epochs 5 --lr 0.01 --weight-decay 1e-4 --schedule cosine --qat-batch-size 128 --seed 0 \
   --threads 2 --progress lines --out "$OUT" 2> "$OUT/log.txt"

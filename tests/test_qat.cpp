@@ -274,7 +274,7 @@ TEST(QatGrid, ApotFusedMatchesReferenceFormula) {
     return (xc + (q - xc).detach()) * a;
   };
   torch::manual_seed(11);
-  for (int64_t m : {2, 3, 8}) {  // 8: 256 levels, the binary-search path
+  for (int64_t m : {2, 3, 8}) {  // 8: 256 levels, the cell-table path
     for (bool sgn : {true, false}) {
       SCOPED_TRACE(std::to_string(m) + (sgn ? " signed" : " unsigned"));
       torch::Tensor levels = apot_levels(m);
@@ -292,6 +292,27 @@ TEST(QatGrid, ApotFusedMatchesReferenceFormula) {
   }
   EXPECT_THROW_MSG(apot_quantize(torch::zeros({3}, torch::kFloat64), torch::ones({1}), apot_levels(2), true),
                    ValueError, "APoT: x must be float32, got Double");
+}
+
+// The cell table of the large grids (> 16 levels) is exact at the hard
+// points: every level, every midpoint (ties go up) and the floats beside them;
+// a nan input stays nan.
+TEST(QatGrid, ApotLargeGridsExactAtMidpoints) {
+  for (int64_t m : {5, 6, 7, 8}) {
+    SCOPED_TRACE(m);
+    torch::Tensor levels = apot_levels(m);
+    torch::Tensor mid = (levels.slice(0, 1) + levels.slice(0, 0, -1)) * 0.5;
+    torch::Tensor up = torch::nextafter(mid, torch::full_like(mid, 2.0f));
+    torch::Tensor down = torch::nextafter(mid, torch::zeros_like(mid));
+    torch::Tensor x = torch::cat({levels, mid, up, down});
+    torch::Tensor expect = levels.index({torch::bucketize(x, mid, false, /*right=*/true)});
+    torch::Tensor y = apot_quantize(x, torch::ones({1}), levels, false);
+    EXPECT_TRUE(torch::equal(y, expect));
+    EXPECT_TRUE(torch::equal(apot_quantize(-x, torch::ones({1}), levels, true), -expect));
+  }
+  torch::Tensor y = apot_quantize(torch::tensor({0.3f, NAN}), torch::ones({1}), apot_levels(8), true);
+  EXPECT_TRUE(std::isnan(y[1].item<float>()));
+  EXPECT_FALSE(std::isnan(y[0].item<float>()));
 }
 
 // ---------------------------------------------------------------- learnable parameters

@@ -153,6 +153,36 @@ TEST(Trainer, CallbacksSkipAddLossAndEditSteps) {
   EXPECT_TRUE(std::isnan(e.val_acc));
 }
 
+namespace {
+// Makes one gradient infinite after the backward of the given step.
+struct PoisonGrad : Callback {
+  explicit PoisonGrad(int64_t step) : step(step) {}
+  std::string name() const override { return "poison"; }
+  void on_after_backward(TrainState& st) override {
+    if (st.step_in_epoch == step) st.model->named_parameters()["fc.weight"].mutable_grad()[0][0] = INFINITY;
+  }
+  int64_t step;
+};
+}  // namespace
+
+// A non-finite gradient stops training before it reaches the weights, and the
+// error names the parameter; a non-finite loss names the buffer that caused it.
+TEST(Trainer, NonFiniteGradientStopsBeforeTheStep) {
+  Dataset train = make_synthetic(256, {1, 8, 8}, 4, 1);
+  GraphModule m = tiny_model();
+  Trainer t(m, quick(1));
+  t.add_callback(std::make_shared<PoisonGrad>(2));
+  EXPECT_THROW_MSG(t.fit(train), ValueError,
+                   "train: the gradient of fc.weight is not finite at epoch 1 step 3");
+  for (const auto& p : m->parameters()) EXPECT_TRUE(p.isfinite().all().item<bool>());
+
+  GraphModule m2 = tiny_model();
+  m2->named_buffers()["bn.running_var"].fill_(INFINITY);
+  m2->named_parameters()["bn.weight"].data().fill_(NAN);
+  Trainer t2(m2, quick(1));
+  EXPECT_THROW_MSG(t2.fit(train), ValueError, "train: loss became nan at epoch 1 step 1; parameter bn.weight");
+}
+
 TEST(Trainer, ResumeMatchesUninterruptedRun) {
   Dataset train = make_synthetic(512, {1, 8, 8}, 4, 1);
   Dataset test = make_synthetic(128, {1, 8, 8}, 4, 2);

@@ -233,9 +233,12 @@ void register_eval(CLI::App& app, Runner& run) {
       };
       EvalResult ev;
       std::string kind = "float";
-      if (m.model.empty() && !m.checkpoint.empty() && Int8Model::is_int8_file(m.checkpoint)) {
+      Checkpoint ck;  // read once: it is an int8 or a float model
+      const bool from_file = m.model.empty() && !m.checkpoint.empty();
+      if (from_file) ck = load_checkpoint(m.checkpoint);
+      if (from_file && Int8Model::is_int8(ck)) {
         // An int8 model (nnopt quantize, compare quant): onednn's integer kernels.
-        Int8Model q = Int8Model::load(m.checkpoint);
+        Int8Model q = Int8Model::from_checkpoint(ck, m.checkpoint);
         check_shape(q.graph().input_shape());
         ev = evaluate_logits([&](const torch::Tensor& x) { return q.forward(x); }, data, batch);
         kind = "int8";
@@ -245,7 +248,7 @@ void register_eval(CLI::App& app, Runner& run) {
           for (size_t i = 0; i < data.shape().size(); ++i) s << (i ? "," : "") << data.shape()[i];
           m.input_shape = s.str();
         }
-        GraphModule model = load_source(m);
+        GraphModule model = from_file ? model_from_checkpoint(std::move(ck), m.checkpoint) : load_source(m);
         check_shape(model->graph().input_shape());
         ev = evaluate(model, data, batch);
       }

@@ -651,14 +651,15 @@ void Int8Model::save(const std::string& path, const std::string& meta_json) cons
   save_checkpoint(path, ck);
 }
 
-bool Int8Model::is_int8_file(const std::string& path) {
-  const json meta = json::parse(load_checkpoint(path).meta_json, nullptr, false);
+bool Int8Model::is_int8(const Checkpoint& ck) {
+  const json meta = json::parse(ck.meta_json, nullptr, false);
   return meta.is_object() && meta.contains("int8") && meta["int8"].is_object() &&
          meta["int8"].value("format", "") == "nnopt-int8";
 }
 
-Int8Model Int8Model::load(const std::string& path) {
-  Checkpoint ck = load_checkpoint(path);
+Int8Model Int8Model::load(const std::string& path) { return from_checkpoint(load_checkpoint(path), path); }
+
+Int8Model Int8Model::from_checkpoint(const Checkpoint& ck, const std::string& path) {
   auto bad = [&](const std::string& what) {
     return FileError(str_cat(path, ": not a valid nnopt int8 model: ", what));
   };

@@ -179,7 +179,10 @@ void save_model(const std::string& path, GraphModule& model, const std::string& 
 }
 
 GraphModule load_model(const std::string& path, std::string* meta_json) {
-  Checkpoint ck = load_checkpoint(path);
+  return model_from_checkpoint(load_checkpoint(path), path, meta_json);
+}
+
+GraphModule model_from_checkpoint(Checkpoint ck, const std::string& path, std::string* meta_json) {
   GraphModule m(ck.graph);
   // Names starting with "__" are not model tensors (optimizer state in training checkpoints).
   for (auto it = ck.tensors.begin(); it != ck.tensors.end();)

@@ -59,15 +59,39 @@ constexpr int64_t kBlock = 256;  // values per inner pass (stack arrays)
 struct ApotGrid {
   std::vector<float> level, mid;
   float lo = 0;  // -1 for a signed grid, 0 otherwise
+  // Grids of more than 16 levels: cell c = [c, c+1) * 2^-shift of |v| holds
+  // at most one midpoint (cells are at most half the smallest gap between
+  // midpoints); cell_count[c] = the number of midpoints <= c * 2^-shift, and
+  // `guard` is mid followed by +inf, so that one compare finishes the count.
+  std::vector<int32_t> cell_count;
+  std::vector<float> guard;
+  int shift = 0;
   ApotGrid(const torch::Tensor& levels, bool is_signed) : lo(is_signed ? -1.0f : 0.0f) {
     torch::Tensor l = levels.detach().to(torch::kFloat32).contiguous();
     level.assign(l.data_ptr<float>(), l.data_ptr<float>() + l.numel());
     for (size_t j = 0; j + 1 < level.size(); ++j) mid.push_back((level[j + 1] + level[j]) * 0.5f);
+    if (mid.size() <= 16) return;
+    double gap = INFINITY;
+    for (size_t j = 0; j + 1 < mid.size(); ++j) gap = std::min(gap, static_cast<double>(mid[j + 1]) - mid[j]);
+    NNOPT_CHECK(gap > 0 && level.back() <= 1.0f, ValueError,
+                "APoT: levels must be distinct and at most 1 (normalized)");
+    while (shift < 22 && std::ldexp(1.0, -shift) > gap / 2) ++shift;
+    const int64_t cells = (int64_t{1} << shift) + 1;
+    cell_count.resize(static_cast<size_t>(cells));
+    size_t k = 0;
+    for (int64_t c = 0; c < cells; ++c) {
+      const float edge = std::ldexp(static_cast<float>(c), -shift);  // exact
+      while (k < mid.size() && mid[k] <= edge) ++k;
+      cell_count[static_cast<size_t>(c)] = static_cast<int32_t>(k);
+    }
+    guard = mid;
+    guard.push_back(INFINITY);
   }
   // q[i] = the nearest level to v[i] (already clipped to [lo, 1]) with
   // v[i]'s sign, n <= kBlock values: the magnitude's level index is the
   // number of midpoints <= |v| (ties go up). Small grids (<= 16 levels) by
-  // counting over the midpoints, which vectorizes; larger by binary search.
+  // counting over the midpoints, which vectorizes; larger ones by the cell
+  // table (exact: |v| * 2^shift is exact in float, and so are the edges).
   void nearest(const float* __restrict v, float* __restrict q, int64_t n) const {
     if (mid.size() <= 16) {
       int32_t k[kBlock];
@@ -76,19 +100,19 @@ struct ApotGrid {
         for (int64_t i = 0; i < n; ++i) k[i] += __builtin_fabsf(v[i]) >= t ? 1 : 0;
       for (int64_t i = 0; i < n; ++i) q[i] = level[static_cast<size_t>(k[i])];
     } else {
-      for (int64_t i = 0; i < n; ++i) {  // binary search (std::upper_bound would not inline here)
+      const float scale = std::ldexp(1.0f, shift);
+      const int32_t* cc = cell_count.data();
+      const float* g = guard.data();
+      const float* lv = level.data();
+      for (int64_t i = 0; i < n; ++i) {
         const float m = __builtin_fabsf(v[i]);
-        size_t k = 0, len = mid.size();
-        while (len > 0) {
-          const size_t half = len / 2;
-          const bool right = mid[k + half] <= m;
-          k = right ? k + half + 1 : k;
-          len = right ? len - half - 1 : half;
-        }
-        q[i] = level[k];
+        int32_t k = cc[static_cast<int32_t>((m < 1.0f ? m : 1.0f) * scale)];  // nan: any cell
+        k += g[k] <= m ? 1 : 0;
+        q[i] = lv[k];
       }
     }
-    for (int64_t i = 0; i < n; ++i) q[i] = v[i] < 0 ? -q[i] : q[i];
+    // A nan input stays nan (then so does alpha's gradient, which training catches).
+    for (int64_t i = 0; i < n; ++i) q[i] = v[i] != v[i] ? v[i] : (v[i] < 0 ? -q[i] : q[i]);
   }
 };
 

@@ -109,6 +109,18 @@ BitsMap attached_weight_bits(GraphModule& m) {
   return bits;
 }
 
+// Node -> the number of distinct values its weight quantizer can output
+// (per-channel ones: channel 0's; all channels have the same count); for a
+// FakeQuant the size of its integer range (narrow for symmetric grids).
+BitsMap attached_weight_levels(GraphModule& m) {
+  BitsMap levels;
+  for (const auto& q : find_quantizers(m))
+    if (q.weight) levels[q.node] = q.fq->scheme().quant_max() - q.fq->scheme().quant_min() + 1;
+  for (const auto& q : find_qat_quantizers(m))
+    if (q.weight) levels[q.node] = q.q->levels(0).numel();
+  return levels;
+}
+
 torch::Tensor all_logits(const std::function<torch::Tensor(const torch::Tensor&)>& fwd,
                          const Dataset& data, int64_t batch = 1000) {
   torch::NoGradGuard ng;
@@ -176,10 +188,11 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
   // The fp32 reference: accuracy and size (latency: after all runs, below).
   json ref = study.run("fp32", [&](const std::string&) {
     EvalResult ev = evaluate(fp32, test, base.train().eval_batch_size());
-    // float32 parameters of the checkpoint's graph (buffers not counted, as
-    // quantized_size_bytes does for the quantized models).
+    // float32 parameters of the graph with batch norm folded, as the
+    // quantized models are (buffers not counted, as quantized_size_bytes
+    // does for them).
     json r = {{"accuracy", ev.accuracy}, {"loss", ev.loss},
-              {"size_bytes", 4 * fp32->graph().num_params()}};
+              {"size_bytes", 4 * fold_batch_norm(fp32)->graph().num_params()}};
     r["file_bytes"] = file_size(opt.checkpoint());
     return r;
   });
@@ -228,6 +241,7 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
         r["seconds"] = out.seconds;
         r["uniform"] = out.uniform;
         r["weight_bits"] = attached_weight_bits(qm);
+        r["weight_levels"] = attached_weight_levels(qm);
         r["size_bytes"] = quantized_size_bytes(qm->graph(), attached_weight_bits(qm), s.wbits);
         r["report"] = out.report;
         if (out.uniform) export_scale_table(qm).save(path_join(dir, "scales.json"));
@@ -378,20 +392,31 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
       "cells: test accuracy drop vs fp32 in points (* = smallest of the column); latency: fp32 "
       "model (batch norm folded) in the fp32 row, each method's int8 model at 8/8 in its row, "
       "medians of ", opt.latency_rounds(), " alternating rounds\n");
-  // Not every method has the same number of weight levels at W bits: say so
-  // under the table, since at 2 bits it is 4 against 3.
+  // Not every method has the same number of weight levels at W bits (at 2
+  // bits 4 against 3): say so under the table, from what each run's weight
+  // quantizers can output (layers at the column's W bits).
   {
-    StringList sym, why;
+    std::map<std::string, StringList> by_count;  // "2^W - 1" / "2^W" / ... -> methods
     for (const auto& m : methods) {
-      if (m == "dorefa" || m == "pact" || m == "apot") sym.push_back(m);
-      if (m == "pact") why.push_back("PACT's weights are DoReFa's");
-      if (m == "apot") why.push_back("APoT mirrors 2^(W-1) magnitudes");
+      std::set<std::string> kinds;
+      for (const auto& s : settings) {
+        const json& c = cells[m][s.label()];
+        if (c.value("status", "") != "ok" || !c.contains("weight_levels")) continue;
+        const int64_t full = int64_t{1} << s.wbits;
+        for (auto it = c["weight_levels"].begin(); it != c["weight_levels"].end(); ++it) {
+          if (c["weight_bits"].value(it.key(), 0) != s.wbits) continue;
+          const int64_t n = it.value().get<int64_t>();
+          kinds.insert(n == full ? "2^W" : n == full - 1 ? "2^W - 1 (symmetric around 0)"
+                                                         : str_cat(n, " at W = ", s.wbits));
+        }
+      }
+      for (const auto& k : kinds) by_count[k].push_back(m);
     }
-    if (!sym.empty())
-      notes.insert(notes.begin(),
-                   str_cat("weight levels at W bits: 2^W - 1, symmetric around 0, for ", join(sym, ", "),
-                           why.empty() ? std::string() : " (" + join(why, "; ") + ")",
-                           "; 2^W (the full signed integer range) for the others"));
+    if (by_count.size() > 1) {
+      StringList parts;
+      for (const auto& [k, ms] : by_count) parts.push_back(str_cat(k, " for ", join(ms, ", ")));
+      notes.insert(notes.begin(), "weight levels at W bits: " + join(parts, "; "));
+    }
   }
   out.text = title + out.table.to_text();
   for (const auto& n : notes) out.text += "  " + n + "\n";

@@ -86,6 +86,9 @@ FakeQuantPtr DorefaQuantizerImpl::to_fake_quant() const {
     s.bits(scheme_.bits() + 1).narrow_range(false);
     scale = clip_ / static_cast<double>((int64_t{1} << scheme_.bits()) - 1);
   } else {
+    // 2^(b-1) - 1 levels each side of zero: the narrow signed range says so
+    // (the codes are the same; the scheme then tells how many there are).
+    s.narrow_range(true);
     scale = clip_ / static_cast<double>((int64_t{1} << (scheme_.bits() - 1)) - 1);
   }
   auto fq = std::make_shared<FakeQuantImpl>(s, nullptr, clip_.numel());

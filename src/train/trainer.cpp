@@ -99,6 +99,45 @@ void load_optimizer_bytes(torch::optim::Optimizer& opt, const std::string& bytes
   ar.load_from(is);
   opt.load(ar);
 }
+
+// The first named tensor of `items` for which bad(tensor) holds, or "".
+template <typename Items, typename Get>
+std::string first_non_finite(const Items& items, Get get) {
+  for (const auto& it : items) {
+    const torch::Tensor t = get(it.value());
+    if (t.defined() && t.is_floating_point() && !t.isfinite().all().item<bool>()) return it.key();
+  }
+  return "";
+}
+
+// Where a non-finite loss or gradient came from, for the error: the first
+// parameter or buffer that already holds inf/nan, if any.
+std::string non_finite_state(torch::nn::Module& m) {
+  torch::NoGradGuard ng;
+  std::string name = first_non_finite(m.named_parameters(), [](const torch::Tensor& t) { return t; });
+  if (!name.empty()) return str_cat("; parameter ", name, " already holds inf/nan");
+  name = first_non_finite(m.named_buffers(), [](const torch::Tensor& t) { return t; });
+  if (!name.empty()) return str_cat("; buffer ", name, " holds inf/nan");
+  return "";
+}
+
+// Before an optimizer step: one reduction over all gradients (an overflow of
+// the sum also counts: such gradients diverge anyway); only when it is not
+// finite, a second pass names the first parameter whose gradient is not.
+std::string non_finite_gradient(torch::nn::Module& m, const std::vector<torch::Tensor>& params) {
+  torch::NoGradGuard ng;
+  torch::Tensor total;
+  for (const auto& p : params) {
+    const torch::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    torch::Tensor s = g.sum();
+    total = total.defined() ? total + s : s;
+  }
+  if (!total.defined() || std::isfinite(total.item<double>())) return "";
+  std::string name =
+      first_non_finite(m.named_parameters(), [](const torch::Tensor& t) { return t.grad(); });
+  return name.empty() ? std::string("the gradients sum to inf") : "the gradient of " + name + " is not finite";
+}
 }  // namespace
 
 std::string EpochMetrics::to_json() const { return metrics_json(*this).dump(); }
@@ -359,17 +398,22 @@ TrainResult Trainer::fit(const Dataset& train, const Dataset* val) {
       // the default); callbacks see the same values.
       for (auto& g : optimizer_->param_groups())
         for (auto& p : g.params()) p.mutable_grad().reset();
+      // Stop before a non-finite loss or gradient reaches the weights (the
+      // last checkpoint stays as it was), and say where it came from.
+      const double lv = loss.item<double>();
+      NNOPT_CHECK(std::isfinite(lv), ValueError, "train: loss became ", lv, " at epoch ",
+                  st.epoch + 1, " step ", st.step_in_epoch + 1, non_finite_state(*model_),
+                  " (lower the learning rate?)");
       loss.backward();
       for (auto& c : callbacks_) c->on_after_backward(st);
       if (!st.skip_step) {
+        const std::string bad = non_finite_gradient(*model_, model_->parameters());
+        NNOPT_CHECK(bad.empty(), ValueError, "train: ", bad, " at epoch ", st.epoch + 1, " step ",
+                    st.step_in_epoch + 1, " (loss ", lv, "; lower the learning rate?)");
         optimizer_->step();
         ++st.global_step;
         ++steps;
       }
-      double lv = loss.item<double>();
-      NNOPT_CHECK(std::isfinite(lv), ValueError, "train: loss became ", lv, " at epoch ",
-                  st.epoch + 1, " step ", st.step_in_epoch + 1,
-                  " (lower the learning rate?)");
       int64_t b = batch.y.size(0);
       loss_sum += lv * b;
       correct += st.logits.detach().argmax(1).eq(batch.y).sum().item<int64_t>();

@@ -59,6 +59,7 @@
 #include <vector>
 
 #include "nnopt/ir/graph.h"
+#include "nnopt/nn/checkpoint.h"
 #include "nnopt/nn/graph_module.h"
 
 namespace nnopt {
@@ -121,9 +122,11 @@ class Int8Model {
   /// FileError naming the path for files that are not int8 models or are
   /// inconsistent.
   static Int8Model load(const std::string& path);
-  /// True if `path` is an nnopt checkpoint written by save() (its metadata
-  /// names the int8 format); FileError for unreadable or malformed files.
-  static bool is_int8_file(const std::string& path);
+  /// load() on a checkpoint already read from `path` (named in errors).
+  static Int8Model from_checkpoint(const Checkpoint& ck, const std::string& path);
+  /// True if the checkpoint was written by save() (its metadata names the
+  /// int8 format).
+  static bool is_int8(const Checkpoint& ck);
 
   /// Writes a TorchScript file that PyTorch loads (set the quantized engine to
   /// onednn first: torch.backends.quantized.engine = "onednn") and that calls

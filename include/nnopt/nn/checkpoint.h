@@ -38,5 +38,7 @@ Checkpoint load_checkpoint(const std::string& path);
 void save_model(const std::string& path, GraphModule& model, const std::string& meta_json = "{}");
 /// Loads a model saved with save_model; `meta_json` receives the metadata.
 GraphModule load_model(const std::string& path, std::string* meta_json = nullptr);
+/// load_model on a checkpoint already read from `path` (named in errors).
+GraphModule model_from_checkpoint(Checkpoint ck, const std::string& path, std::string* meta_json = nullptr);
 
 }  // namespace nnopt
