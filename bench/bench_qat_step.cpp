@@ -9,8 +9,8 @@
 //              fixed FakeQuants (where the time goes)
 //   <method>:fold  the same quantizers on the BN-folded graph (the flow before
 //              fold simulation; it diverges in training, docs/results.md)
-// Rounds alternate the variants; the median step time of each is printed with
-// its ratio to fp32.
+// The allocator is set up as in training (tune_allocator). Rounds alternate
+// the variants; the median step time of each is printed with its ratio to fp32.
 // Usage: bench_qat_step MODEL BATCH THREADS [STEPS] [ROUNDS] [BITS] [METHODS,comma-separated]
 #include <torch/csrc/autograd/profiler_legacy.h>
 
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   }
   const int64_t batch = std::stoll(argv[2]);
   set_threads(std::stoi(argv[3]));
+  tune_allocator();  // as the Trainer and the CLI do (NNOPT_MALLOC=default: glibc's own)
   const int steps = argc > 4 ? std::stoi(argv[4]) : 10;
   const int rounds = argc > 5 ? std::stoi(argv[5]) : 5;
   const int64_t bits = argc > 6 ? std::stoll(argv[6]) : 4;

@@ -106,6 +106,44 @@ TEST(QatLsq, ModuleUsesPaperGradScaleAndEqualsFakeQuant) {
   EXPECT_TRUE(torch::allclose(wy.detach(), wq.to_fake_quant()->forward(wt), 0, 1e-7));
 }
 
+// The fused per-channel operator (channel axis 0) gives FakeQuant's values
+// exactly, and the torch-ops formula's values and gradients up to float
+// rounding; the
+// torch-ops path serves other axes, so the same weights with axis 1 are the
+// reference. One step is negative, several channels per parallel chunk.
+TEST(QatLsq, FusedPerChannelEqualsTorchOpsFormula) {
+  torch::manual_seed(5);
+  const int64_t c = 48;
+  torch::Tensor w = torch::randn({c, 20, 3, 3}) * 0.3;
+  torch::Tensor steps = torch::rand({c}) * 0.05 + 0.005;
+  for (int64_t bits : {2, 4, 8}) {
+    SCOPED_TRACE(bits);
+    LsqQuantizerImpl a(QuantScheme(bits).per_channel(true), true, steps, torch::zeros({c}, torch::kInt64));
+    LsqQuantizerImpl b(QuantScheme(bits).per_channel(true).ch_axis(1), true, steps,
+                       torch::zeros({c}, torch::kInt64));
+    {
+      torch::NoGradGuard ng;  // as an optimizer step may leave it
+      a.step()[7].mul_(-1);
+      b.step()[7].mul_(-1);
+    }
+    torch::Tensor x1 = w.clone().requires_grad_(true);
+    torch::Tensor x2 = w.transpose(0, 1).contiguous().requires_grad_(true);
+    torch::Tensor y1 = a.forward(x1), y2 = b.forward(x2);
+    // Fused: exactly FakeQuant's grid; the torch-ops STE ((round(v) - v) + v) * s
+    // rounds twice, so it is only close.
+    EXPECT_TRUE(torch::equal(y1.detach(), a.to_fake_quant()->forward(w)));
+    EXPECT_TRUE(torch::allclose(y1.detach(), y2.detach().transpose(0, 1), 0, 1e-6));
+    torch::Tensor dy = torch::randn_like(w);
+    (y1 * dy).sum().backward();
+    (y2 * dy.transpose(0, 1)).sum().backward();
+    EXPECT_TRUE(torch::allclose(x1.grad(), x2.grad().transpose(0, 1), 1e-6, 1e-7));
+    EXPECT_TRUE(torch::equal(x1.grad().ne(0), x2.grad().transpose(0, 1).ne(0)));  // same mask
+    EXPECT_NE(a.step().grad()[7].item<float>(), 0.0f);
+    EXPECT_TRUE(torch::allclose(a.step().grad(), b.step().grad(), 1e-4, 1e-6))
+        << (a.step().grad() - b.step().grad()).abs().max().item<float>();
+  }
+}
+
 // A step pushed through 0 by SGD keeps quantizing with |step| and keeps its
 // gradient (times sign(step)): a negative per-channel step used to be clamped
 // to 1e-8 with no gradient, zeroing its channel for good (session 14: 91 of
@@ -380,7 +418,11 @@ TEST(QatParams, ReluAbsorbedOnlyWhereValuesAndGradientsAgree) {
   check(lsq, lsq.step(), "lsq");
   PactQuantizerImpl pact(u4, 1.5, 0);
   check(pact, pact.alpha(), "pact");
+  ApotQuantizerImpl apot(u4, false, false, 1.5);
+  check(apot, apot.alpha(), "apot");
   // Not absorbed: a zero point above qmin (codes below 0), weights, signed, LSQ+.
+  EXPECT_FALSE(ApotQuantizerImpl(u4, false, true, 1.5).absorbs_relu());  // signed grid
+  EXPECT_FALSE(ApotQuantizerImpl(QuantScheme(4), true, true, 1.5).absorbs_relu());  // weights
   EXPECT_FALSE(LsqQuantizerImpl(u4, false, torch::full({1}, 0.2f), torch::full({1}, 3, torch::kInt64)).absorbs_relu());
   EXPECT_FALSE(LsqQuantizerImpl(u4, true, torch::full({1}, 0.2f), torch::zeros({1}, torch::kInt64)).absorbs_relu());
   EXPECT_FALSE(LsqQuantizerImpl(QuantScheme(4), false, torch::full({1}, 0.2f), torch::zeros({1}, torch::kInt64))

@@ -149,6 +149,61 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
   }
 };
 
+// Per-channel LSQ on a tensor whose channel axis is 0 (conv / linear
+// weights): each channel's contiguous block goes through the same loops as the
+// per-tensor operator, with the channel's |step| (floored at kMinStep) and
+// integer range and no offset. Values equal the torch-ops formula
+// (x * (1 / s), clamp, round half to even, * s); the step gradient is
+// g * sign(step) * the block's sum, in double.
+class LsqPerChannelFunction : public torch::autograd::Function<LsqPerChannelFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& step, const torch::Tensor& lo,
+                               const torch::Tensor& hi, double grad_scale) {
+    torch::Tensor xc = x.contiguous();
+    torch::Tensor sc = step.detach().contiguous();
+    const int64_t channels = sc.numel(), per = xc.numel() / channels;
+    torch::Tensor out = torch::empty_like(xc);
+    const float* xp = xc.data_ptr<float>();
+    float* op = out.data_ptr<float>();
+    const float *sp = sc.data_ptr<float>(), *lp = lo.data_ptr<float>(), *hp = hi.data_ptr<float>();
+    at::parallel_for(0, channels, std::max<int64_t>(1, detail::kFusedChunk / std::max<int64_t>(1, per)),
+                     [&](int64_t c0, int64_t c1) {
+                       for (int64_t c = c0; c < c1; ++c) {
+                         const float s = lsq_step_value(sp[c]);
+                         forward_range(xp + c * per, op + c * per, per, s, 1.0f / s, 0.0f, lp[c], hp[c]);
+                       }
+                     });
+    ctx->save_for_backward({xc, sc, lo, hi});
+    ctx->saved_data["g"] = grad_scale;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &xc = saved[0], &sc = saved[1];
+    const double g = ctx->saved_data["g"].toDouble();
+    torch::Tensor dy = grads[0].contiguous();
+    const int64_t channels = sc.numel(), per = xc.numel() / channels;
+    torch::Tensor dx = torch::empty_like(xc);
+    torch::Tensor gstep = torch::empty({channels}, torch::kFloat32);
+    const float *xp = xc.data_ptr<float>(), *gp = dy.data_ptr<float>();
+    float *dp = dx.data_ptr<float>(), *gs = gstep.data_ptr<float>();
+    const float *sp = sc.data_ptr<float>(), *lp = saved[2].data_ptr<float>(), *hp = saved[3].data_ptr<float>();
+    at::parallel_for(0, channels, std::max<int64_t>(1, detail::kFusedChunk / std::max<int64_t>(1, per)),
+                     [&](int64_t c0, int64_t c1) {
+                       for (int64_t c = c0; c < c1; ++c) {
+                         double ds = 0, db = 0;
+                         backward_range(xp + c * per, gp + c * per, dp + c * per, per,
+                                        1.0f / lsq_step_value(sp[c]), 0.0f, lp[c], hp[c], true, &ds, &db);
+                         gs[c] = static_cast<float>(ds * g * (sp[c] < 0 ? -1.0 : 1.0));
+                       }
+                     });
+    return {dx, gstep, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 float lsq_step_value(float step) { return std::max(std::abs(step), kMinStep); }
@@ -201,16 +256,21 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
     const double g = 1.0 / std::sqrt(n * std::max(hi, 1.0));
     return lsq_quantize(x, step_, torch::Tensor(), lo, hi, g);
   }
-  // Per output channel (weights): the reference formula with torch ops.
+  // Per output channel (weights).
   const int64_t axis = scheme_.ch_axis();
   NNOPT_CHECK(axis < x.dim() && x.size(axis) == step_.numel(), ValueError, "LSQ: ",
               step_.numel(), " per-channel steps do not fit a tensor of shape ", x.sizes());
-  std::vector<int64_t> shape(x.dim(), 1);
-  shape[axis] = -1;
-  torch::Tensor lo = (qmin - zero_point_).to(torch::kFloat32).view(shape);
-  torch::Tensor hi = (qmax - zero_point_).to(torch::kFloat32).view(shape);
+  torch::Tensor lo = (qmin - zero_point_).to(torch::kFloat32);
+  torch::Tensor hi = (qmax - zero_point_).to(torch::kFloat32);
   const double n = static_cast<double>(x.numel() / step_.numel());
   const double g = 1.0 / std::sqrt(n * std::max<double>(hi.max().item<float>(), 1.0));
+  if (axis == 0 && x.scalar_type() == torch::kFloat32)
+    return LsqPerChannelFunction::apply(x, step_, lo, hi, g);
+  // Another axis: the same formula with torch ops.
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[axis] = -1;
+  lo = lo.view(shape);
+  hi = hi.view(shape);
   torch::Tensor s = lsq_step_value(step_);
   s = (s - s * g).detach() + s * g;  // value s, gradient scaled by g
   s = s.view(shape);

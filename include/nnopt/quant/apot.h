@@ -69,6 +69,9 @@ class ApotQuantizerImpl : public QatQuantizerImpl {
   /// All output values (with sign); for weights times sigma, plus mu.
   torch::Tensor levels(int64_t channel = 0) const override;
   torch::Tensor clip_penalty() const override { return alpha_.square().sum(); }
+  /// Activations on the unsigned grid clip at 0 with zero gradients below
+  /// it, as a ReLU in front would (TransformImpl::absorbs_relu).
+  bool absorbs_relu() const override { return !weight_ && !signed_; }
 
   torch::Tensor alpha() const { return alpha_; }
   bool signed_grid() const { return signed_; }
