@@ -307,6 +307,22 @@ TEST(Dfq, DataFreeW8A8StaysCloseToFloat) {
   EXPECT_GE(agreement(logits(r.model, T.test.images), ref), 0.95);
   EXPECT_GT(accuracy(r.model, T.test), accuracy(fp, T.test) - 0.03);
   EXPECT_GE(agreement(lower_to_int8(r.model).forward(T.test.images), logits(r.model, T.test.images)), 0.99);
+  // weight_mse: MSE-searched weight ranges (still no data), never wider than
+  // min-max and narrower for some channels at 4 bits.
+  const QuantConfig c4 = QuantConfig().weight(QuantScheme(4).per_channel(true));
+  DfqResult mm = run_dfq(fp, DfqOptions().config(c4));
+  DfqResult ms = run_dfq(fp, DfqOptions().config(c4).weight_mse(true));
+  auto qa = find_quantizers(mm.model), qb = find_quantizers(ms.model);
+  ASSERT_EQ(qa.size(), qb.size());
+  int64_t narrower = 0;
+  for (size_t i = 0; i < qa.size(); ++i) {
+    if (!qa[i].weight) continue;
+    torch::Tensor sa = qa[i].fq->qparams().scale, sb = qb[i].fq->qparams().scale;
+    EXPECT_TRUE((sb <= sa * (1 + 1e-6)).all().item<bool>()) << qa[i].node;
+    narrower += (sb < sa * 0.999).sum().item<int64_t>();
+  }
+  EXPECT_GT(narrower, 0);
+  EXPECT_EQ(ms.corrected.size(), 4u);
   // No batch norm, no statistics.
   GraphModule plain(tiny_cnn());
   GraphModule folded = fold_batch_norm(plain);

@@ -76,7 +76,7 @@ void register_quantize(CLI::App& app, Runner& run) {
                   "activation observer for dfq/adaround/QAT calibration (default minmax)");
   sub->add_flag("--bias-correction", bias_corr, "empirical bias correction (PTQ methods)");
   sub->add_flag("--weight-mse", weight_mse,
-                "weight ranges by a per-channel MSE search instead of min/max (PTQ methods)");
+                "weight ranges by a per-channel MSE search instead of min/max (PTQ methods and dfq)");
   add_qat_options(sub, qat);
   sub->add_option("--adaround-iters", adaround_iters, "AdaRound Adam steps per layer");
   sub->add_option("--dfq-act", dfq_act,

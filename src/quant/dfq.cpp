@@ -293,10 +293,12 @@ DfqResult run_dfq(GraphModule& fp32, const DfqOptions& opt, const Dataset* calib
 
   attach_quantizers(model, opt.config());
   calibrate_weights(model);
+  if (opt.weight_mse()) set_weight_ranges_mse(model);
   if (opt.bias_correction()) r.corrected = correct_bias_analytic(model, mom, &r.uncorrected);
 
   if (use_data) {
     calibrate(model, batches);  // weights give the same qparams again; activations from data
+    if (opt.weight_mse()) set_weight_ranges_mse(model);  // the same search on the same weights
   } else {
     const double k = opt.range_sigmas();
     std::map<std::string, FakeQuantPtr> leaders;

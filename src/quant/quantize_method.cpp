@@ -110,7 +110,8 @@ QuantizeOutcome quantize_with_method(GraphModule& fp32, const Dataset& train, co
         .activation_ranges(o.dfq_act())
         .range_sigmas(o.range_sigmas())
         .equalize(o.equalize())
-        .bias_correction(o.analytic_bias_correction());
+        .bias_correction(o.analytic_bias_correction())
+        .weight_mse(o.weight_mse());
     d.input_range(o.input_range().empty() ? dataset_input_range(train.name) : o.input_range());
     DfqResult r = run_dfq(fp32, d, &train, o.calib_batches(), o.batch_size());
     out.model = r.model;

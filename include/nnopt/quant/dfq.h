@@ -90,6 +90,10 @@ struct DfqOptions {
   TORCH_ARG(double, absorb_sigmas) = 3;
   /// Analytic bias correction; default true.
   TORCH_ARG(bool, bias_correction) = true;
+  /// Weight ranges by MSE search (set_weight_ranges_mse; weights only, so
+  /// still data-free) instead of min-max, before the bias correction, which
+  /// then corrects the error of these ranges. Default false.
+  TORCH_ARG(bool, weight_mse) = false;
   /// "bn": activation ranges from the statistics (data-free); "calibrate":
   /// from data with the activation observer (run_dfq then needs data).
   TORCH_ARG(std::string, activation_ranges) = "bn";
