@@ -21,6 +21,15 @@ DorefaQuantizerImpl::DorefaQuantizerImpl(const QuantScheme& scheme, const torch:
   clip_ = register_buffer("clip", c);
 }
 
+namespace {
+// max|w| per channel along the scheme's axis ([C]), or over all of w ([1]).
+torch::Tensor range_of(const torch::Tensor& w, const QuantScheme& s) {
+  torch::Tensor a = w.detach().to(torch::kFloat32);
+  if (!s.per_channel()) return a.abs().max().reshape({1});
+  return a.movedim(s.ch_axis(), 0).reshape({a.size(s.ch_axis()), -1}).abs().amax(1);
+}
+}  // namespace
+
 torch::Tensor DorefaQuantizerImpl::view_shape(const torch::Tensor& t, int64_t dim) const {
   if (!scheme_.per_channel()) return t.reshape({});
   std::vector<int64_t> shape(dim, 1);
@@ -47,6 +56,11 @@ torch::Tensor DorefaQuantizerImpl::normalized(const torch::Tensor& w) const {
 
 torch::Tensor DorefaQuantizerImpl::forward(const torch::Tensor& w) {
   torch::Tensor n = normalized(w);  // [-1, 1]
+  {
+    // c = max|w| of this weight (per channel), a constant for the gradient.
+    torch::NoGradGuard ng;
+    clip_.copy_(range_of(w, scheme_).clamp_min(1e-8));
+  }
   torch::Tensor c = view_shape(clip_, w.dim());
   if (paper_grid_) {
     const double k = std::pow(2.0, static_cast<double>(scheme_.bits())) - 1;
@@ -106,17 +120,11 @@ QatQuantizerPtr make_dorefa_quantizer(const QuantizerInit& init) {
   if (!init.weight) return nullptr;  // activations keep the calibrated FakeQuant
   NNOPT_CHECK(init.value.defined(), ValueError, "DoReFa: a weight quantizer needs the weight");
   torch::Tensor w = init.value.detach().to(torch::kFloat32);
-  torch::Tensor c;
-  if (init.scheme.per_channel()) {
-    const int64_t axis = init.scheme.ch_axis();
-    NNOPT_CHECK(axis < w.dim(), ValueError, "ch_axis ", axis,
+  if (init.scheme.per_channel())
+    NNOPT_CHECK(init.scheme.ch_axis() < w.dim(), ValueError, "ch_axis ", init.scheme.ch_axis(),
                 " is out of range for a tensor of rank ", w.dim());
-    c = w.movedim(axis, 0).reshape({w.size(axis), -1}).abs().amax(1);
-  } else {
-    c = w.abs().max().reshape({1});
-  }
   const bool paper = init.options && init.options->dorefa_paper_grid();
-  return std::make_shared<DorefaQuantizerImpl>(init.scheme, c.clamp_min(1e-8), paper);
+  return std::make_shared<DorefaQuantizerImpl>(init.scheme, range_of(w, init.scheme).clamp_min(1e-8), paper);
 }
 
 }  // namespace nnopt

@@ -13,9 +13,15 @@
 // max|tanh(w)| is taken per output channel for per-channel schemes.
 //
 // c: the paper maps weights to [-1, 1] and relies on the following batch norm
-// to restore their scale. nnopt quantizes BN-folded models, so c (fixed
-// buffer, per channel or per tensor as the scheme) restores it: c = max|w| at
-// initialization, the calibrated minmax range.
+// to restore their scale. nnopt quantizes BN-folded models, so c restores it:
+// c = max|w| of the weight being quantized (per channel or per tensor as the
+// scheme), taken at every forward as a constant for the gradient and kept in
+// buffer "clip" for to_fake_quant. It must follow the weight: under batch-norm
+// fold simulation the weight is W * gamma / sqrt(running_var + eps), and with
+// c fixed at its initial value the conv output's variance, and with it the
+// running variance, became proportional to the running variance itself, which
+// then drifted geometrically (x1e22-1e26 in 5 epochs of resnet20 W4A4,
+// docs/results.md).
 //
 // DoReFa activations (the "dorefa" method) keep the calibrated FakeQuant: a
 // fixed clip range and uniform grid with a straight-through estimator, the
@@ -31,7 +37,8 @@ namespace nnopt {
 /// DoReFa weight quantizer. Buffer "clip" (c) [C].
 class DorefaQuantizerImpl : public QatQuantizerImpl {
  public:
-  /// clip: c per channel [C] (per-channel schemes) or [1], > 0.
+  /// clip: c per channel [C] (per-channel schemes) or [1], > 0; forward
+  /// replaces it by max|w| of the weight it quantizes.
   DorefaQuantizerImpl(const QuantScheme& scheme, const torch::Tensor& clip, bool paper_grid);
   torch::Tensor forward(const torch::Tensor& w) override;
   std::string describe() const override;
@@ -52,7 +59,8 @@ class DorefaQuantizerImpl : public QatQuantizerImpl {
   bool paper_grid_;
 };
 
-/// Weights: DoReFa with c = max|w| (per channel for per-channel schemes) and
+/// Weights: DoReFa with c = max|w| (per channel for per-channel schemes; then
+/// updated at every forward) and
 /// options->dorefa_paper_grid(); activations: nullptr (keep the FakeQuant).
 QatQuantizerPtr make_dorefa_quantizer(const QuantizerInit& init);
 
