@@ -291,8 +291,32 @@ TEST(QatGrid, ApotWeightsKeepTheirMean) {
   EXPECT_LT((y - w).abs().max().item<double>(), 0.05);
   EXPECT_LT((y[0] - w[0]).abs().max().item<double>(), 0.05);  // was w[0] - mean(w), ~0.4 off
   EXPECT_NEAR(y.mean().item<double>(), w.mean().item<double>(), 0.01);
-  // Every output is one of levels().
-  EXPECT_TRUE(on_grid(y.detach(), q.levels(), 1e-5));
+  // Every output is one of levels() (per channel: the channel's own).
+  for (int64_t c = 0; c < 4; ++c) EXPECT_TRUE(on_grid(y[c].detach(), q.levels(c), 1e-5)) << c;
+  EXPECT_EQ(q.named_buffers()["mu"].numel(), 4);
+}
+
+// Per-channel schemes normalize each output channel on its own: a channel 1000x
+// smaller than the rest keeps its relative precision. With per-layer
+// statistics (the per-tensor scheme) its values collapse to about its mean,
+// an error that fold simulation divides by the channel's small fold factor
+// (resnet20 W4A4 went to inf in 117 steps, session 15).
+TEST(QatGrid, ApotPerChannelKeepsSmallChannels) {
+  torch::manual_seed(6);
+  torch::Tensor w = torch::randn({8, 16, 3, 3}) * 0.2;
+  {
+    torch::NoGradGuard ng;
+    w[3].mul_(1e-3);
+  }
+  auto rel_err = [&](const QuantScheme& s) {
+    QuantizerInit init{s, {}, true, w, nullptr};
+    QatQuantizerPtr q = make_apot_quantizer(init);
+    torch::NoGradGuard ng;
+    torch::Tensor y = q->forward(w);
+    return ((y[3] - w[3]).abs().max() / w[3].abs().max()).item<double>();
+  };
+  EXPECT_LT(rel_err(QuantScheme(4).per_channel(true)), 0.3);
+  EXPECT_GT(rel_err(QuantScheme(4)), 0.9);
 }
 
 TEST(QatGrid, ApotFusedMatchesReferenceFormula) {

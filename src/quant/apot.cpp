@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include "nnopt/core/error.h"
@@ -213,24 +214,53 @@ torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
 }
 
 ApotQuantizerImpl::ApotQuantizerImpl(const QuantScheme& scheme, bool weight, bool signed_grid,
-                                     double alpha)
+                                     double alpha, int64_t channels)
     : QatQuantizerImpl(scheme), weight_(weight), signed_(signed_grid) {
   NNOPT_CHECK(std::isfinite(alpha) && alpha > 0, ValueError, "APoT: alpha must be > 0, got ", alpha);
   alpha_ = register_parameter("alpha", torch::full({1}, alpha, torch::kFloat32));
   grid_ = register_buffer("grid", apot_levels(signed_grid ? scheme.bits() - 1 : scheme.bits()));
-  sigma_ = register_buffer("sigma", torch::ones({1}, torch::kFloat32));
-  mu_ = register_buffer("mu", torch::zeros({1}, torch::kFloat32));
+  NNOPT_CHECK(channels >= 1, ValueError, "APoT: channels must be >= 1, got ", channels);
+  const int64_t n = weight && scheme.per_channel() ? channels : 1;
+  sigma_ = register_buffer("sigma", torch::ones({n}, torch::kFloat32));
+  mu_ = register_buffer("mu", torch::zeros({n}, torch::kFloat32));
 }
+
+namespace {
+// Weight normalization statistics, detached: per output channel (ch_axis) for
+// per-channel schemes, else over the tensor; shaped to broadcast against w.
+// A block of one value has sigma 1.
+std::pair<torch::Tensor, torch::Tensor> weight_moments(const torch::Tensor& w, const QuantScheme& s) {
+  torch::NoGradGuard ng;
+  if (!s.per_channel()) {
+    torch::Tensor sigma = w.numel() > 1 ? w.std() : torch::ones({}, w.options());
+    return {w.mean(), sigma.clamp_min(1e-12)};
+  }
+  const int64_t axis = s.ch_axis();
+  NNOPT_CHECK(axis < w.dim(), ValueError, "APoT: ch_axis ", axis, " is out of range for a weight of shape ",
+              w.sizes());
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < w.dim(); ++d)
+    if (d != axis) dims.push_back(d);
+  if (dims.empty()) return {w, torch::ones_like(w)};
+  torch::Tensor mu = w.mean(dims, /*keepdim=*/true);
+  torch::Tensor sigma = w.numel() / w.size(axis) > 1 ? w.std(dims, /*unbiased=*/true, /*keepdim=*/true)
+                                                     : torch::ones_like(mu);
+  return {mu, sigma.clamp_min(1e-12)};
+}
+}  // namespace
 
 torch::Tensor ApotQuantizerImpl::forward(const torch::Tensor& x) {
   if (!weight_) return apot_quantize(x, alpha_, grid_, signed_);
-  torch::Tensor mu, sigma;
+  auto [mu, sigma] = weight_moments(x, scheme_);
   {
     torch::NoGradGuard ng;
-    mu = x.mean();
-    sigma = (x.numel() > 1 ? x.std() : torch::ones({})).clamp_min(1e-12);
-    sigma_.fill_(sigma.item<float>());
-    mu_.fill_(mu.item<float>());
+    const int64_t n = mu.numel();
+    if (mu_.numel() != n) {  // a quantizer made without the channel count
+      mu_.resize_({n});
+      sigma_.resize_({n});
+    }
+    mu_.copy_(mu.reshape({n}));
+    sigma_.copy_(sigma.reshape({n}));
   }
   return apot_quantize((x - mu) / sigma, alpha_, grid_, signed_) * sigma + mu;
 }
@@ -240,12 +270,12 @@ std::string ApotQuantizerImpl::describe() const {
 }
 
 torch::Tensor ApotQuantizerImpl::levels(int64_t channel) const {
-  NNOPT_CHECK(channel == 0, ValueError, "APoT: per-layer quantizer has only channel 0, got ",
-              channel);
+  const int64_t n = weight_ ? mu_.numel() : 1;
+  NNOPT_CHECK(channel >= 0 && channel < n, ValueError, "APoT: channel ", channel, " out of range [0, ", n, ")");
   torch::Tensor g = grid_;
   if (signed_) g = torch::cat({-grid_.slice(0, 1).flip(0), grid_});
   torch::Tensor a = alpha_.detach().clamp_min(1e-8);
-  return weight_ ? g * a * sigma_ + mu_ : g * a;
+  return weight_ ? g * a * sigma_[channel] + mu_[channel] : g * a;
 }
 
 QatQuantizerPtr make_apot_quantizer(const QuantizerInit& init) {
@@ -254,7 +284,8 @@ QatQuantizerPtr make_apot_quantizer(const QuantizerInit& init) {
     NNOPT_CHECK(init.value.defined(), ValueError, "APoT: a weight quantizer needs the weight");
     torch::NoGradGuard ng;
     torch::Tensor w = init.value.detach().to(torch::kFloat32);
-    torch::Tensor wn = (w - w.mean()) / (w.numel() > 1 ? w.std() : torch::ones({})).clamp_min(1e-12);
+    auto [mu, sigma] = weight_moments(w, s);
+    torch::Tensor wn = (w - mu) / sigma;
     torch::Tensor grid = apot_levels(s.bits() - 1);
     const double mx = std::max(wn.abs().max().item<double>(), 1e-6);
     double best_alpha = mx, best_err = INFINITY;
@@ -270,7 +301,8 @@ QatQuantizerPtr make_apot_quantizer(const QuantizerInit& init) {
         best_alpha = a;
       }
     }
-    return std::make_shared<ApotQuantizerImpl>(s, true, true, best_alpha);
+    return std::make_shared<ApotQuantizerImpl>(s, true, true, best_alpha,
+                                               s.per_channel() ? w.size(s.ch_axis()) : 1);
   }
   const double scale = init.qparams.scale.item<double>();
   const int64_t z = init.qparams.zero_point.item<int64_t>();

@@ -25,8 +25,13 @@
 // gamma / sqrt(running_var + eps), so a missing mu became -mu / factor, huge
 // for a channel with a small factor; its outputs then raised running_var,
 // which shrank the factor further. A W8A8 resnet20 run diverged to NaN in 22
-// steps that way (session 14). APoT is per layer even when the weight
-// scheme is per channel.
+// steps that way (session 14). For the same reason the normalization is per
+// output channel when the weight scheme is per channel (mu, sigma per
+// channel, one alpha): with per-layer statistics a channel with a small fold
+// factor was quantized on a grid far coarser than its weights (its values
+// collapsed to about mu), and dividing that error by the small factor sent
+// activations to inf (resnet20 W4A4, session 15). The paper's per-layer
+// normalization is the per-tensor scheme.
 //
 // Initialization: activations alpha = the calibrated FakeQuant's upper range
 // (scale * (quant_max - zero_point)); an unsigned scheme with a zero point
@@ -58,15 +63,19 @@ torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
 
 /// APoT weight or activation quantizer. Parameter "alpha" [1]; buffers
 /// "grid" (normalized levels), "sigma" and "mu" (weights: the last
-/// normalization std and mean).
+/// normalization std and mean, [C] per channel or [1]).
 class ApotQuantizerImpl : public QatQuantizerImpl {
  public:
-  ApotQuantizerImpl(const QuantScheme& scheme, bool weight, bool signed_grid, double alpha);
+  /// channels: the weight's output channels, for per-channel schemes (the
+  /// size of "mu" and "sigma"; a forward on another count resizes them).
+  ApotQuantizerImpl(const QuantScheme& scheme, bool weight, bool signed_grid, double alpha,
+                    int64_t channels = 1);
   torch::Tensor forward(const torch::Tensor& x) override;
   std::string describe() const override;
   std::string kind() const override { return "apot"; }
   bool uniform() const override { return false; }
-  /// All output values (with sign); for weights times sigma, plus mu.
+  /// All output values (with sign); for weights times sigma, plus mu (of
+  /// output channel `channel` for per-channel weights).
   torch::Tensor levels(int64_t channel = 0) const override;
   torch::Tensor clip_penalty() const override { return alpha_.square().sum(); }
   /// Activations on the unsigned grid clip at 0 with zero gradients below
