@@ -3,9 +3,10 @@
 # in the repository, so that a long comparison continues on another machine:
 #   bench/keep_cells.sh save OUT NAME     OUT -> bench/results/NAME
 #   bench/keep_cells.sh restore NAME OUT  bench/results/NAME -> OUT (runs OUT lacks)
-# Kept: study.json, the tables, and per run result.json, scales.json and the
-# int8 model (for the latency column); not the QAT checkpoints (an unfinished
-# run starts over). Run from the repository root.
+# Kept: study.json, the tables, and per run result.json and scales.json; not
+# model files (QAT checkpoints, int8 models: no binaries in git). A run that
+# saved an int8 model (8/8 cells that lower; the latency column times it) is
+# therefore not kept and runs again after a restore. Run from the repository root.
 set -e
 [ $# -eq 3 ] || { echo "usage: $0 save OUT NAME | restore NAME OUT" >&2; exit 2; }
 case "$1" in
@@ -23,8 +24,9 @@ n=0
 for r in $(cd "$src" && find . -name result.json | sort); do
   d=$(dirname "$r")
   [ "$1" = restore ] && [ -f "$dst/$r" ] && continue
+  [ "$1" = save ] && [ -f "$src/$d/int8.nnopt" ] && continue
   mkdir -p "$dst/$d"
-  for f in scales.json int8.nnopt result.json; do  # result.json last: it marks the run done
+  for f in scales.json result.json; do  # result.json last: it marks the run done
     [ -f "$src/$d/$f" ] && cp "$src/$d/$f" "$dst/$d/$f.tmp" && mv "$dst/$d/$f.tmp" "$dst/$d/$f"
   done
   n=$((n + 1))
