@@ -350,10 +350,36 @@ TEST(QatGrid, ApotFusedMatchesReferenceFormula) {
       (y2 * dy).sum().backward();
       EXPECT_LT((x1.grad() - x2.grad()).abs().max().item<float>(), 1e-5f);  // reference: (dy * a) / a
       EXPECT_NEAR(a1.grad().item<double>(), a2.grad().item<double>(), 1e-3 * (1 + std::abs(a2.grad().item<double>())));
+      // grad_scale multiplies alpha's gradient only.
+      torch::Tensor x3 = x0.clone().requires_grad_(true), a3 = a2.detach().clone().requires_grad_(true);
+      torch::Tensor y3 = apot_quantize(x3, a3, levels, sgn, 0.25);
+      EXPECT_TRUE(torch::equal(y3, y1));
+      (y3 * dy).sum().backward();
+      EXPECT_TRUE(torch::equal(x3.grad(), x1.grad()));
+      EXPECT_NEAR(a3.grad().item<double>(), 0.25 * a1.grad().item<double>(), 1e-6 * (1 + std::abs(a1.grad().item<double>())));
     }
   }
+  EXPECT_THROW_MSG(apot_quantize(torch::zeros({3}), torch::ones({1}), apot_levels(2), true, 0.0), ValueError,
+                   "APoT: grad_scale must be > 0, got 0");
   EXPECT_THROW_MSG(apot_quantize(torch::zeros({3}, torch::kFloat64), torch::ones({1}), apot_levels(2), true),
                    ValueError, "APoT: x must be float32, got Double");
+}
+
+// alpha's gradient is scaled as LSQ scales its step's: g = 1 / sqrt(N * Q_P),
+// N = one sample's features (activations) or the weights, Q_P = positive levels.
+// Unscaled, resnet20 W2A2 diverged (apot.h).
+TEST(QatGrid, ApotAlphaGradientScale) {
+  torch::manual_seed(5);
+  const QuantScheme u2 = QuantScheme(2).is_signed(false);
+  ApotQuantizerImpl act(u2, false, false, 1.0);
+  torch::Tensor x = torch::rand({4, 3, 5, 5}) * 1.5;
+  EXPECT_NEAR(act.alpha_grad_scale(x), 1.0 / std::sqrt(75.0 * 3.0), 1e-12);  // grid {0, 1/4, 1/2, 1}
+  act.forward(x).sum().backward();
+  torch::Tensor a = torch::ones({1}).requires_grad_(true);
+  apot_quantize(x, a, apot_levels(2), false).sum().backward();
+  EXPECT_NEAR(act.alpha().grad().item<double>(), a.grad().item<double>() / std::sqrt(225.0), 1e-5);
+  ApotQuantizerImpl wq(QuantScheme(2), true, true, 1.0);  // ternary: Q_P = 1
+  EXPECT_NEAR(wq.alpha_grad_scale(torch::zeros({8, 3, 3, 3})), 1.0 / std::sqrt(216.0), 1e-12);
 }
 
 // The cell table of the large grids (> 16 levels) is exact at the hard
@@ -664,6 +690,38 @@ TEST(QatFoldSimulation, EvalEqualsTheFoldedModelAndFoldingKeepsTheQuantizers) {
   ASSERT_EQ(qa.size(), qb.size());
   for (size_t i = 0; i < qa.size(); ++i)
     EXPECT_TRUE(torch::allclose(qa[i].fq->qparams().scale, qb[i].fq->qparams().scale, 1e-4, 1e-7)) << qa[i].node;
+}
+
+// A batch norm channel with gamma = 0 outputs beta whatever the conv does; its
+// fold factor would be 0 and transform(W * 0) / 0 NaN. It stays finite, and the
+// eval model still equals the folded one.
+TEST(QatFoldSimulation, ZeroGammaChannelStaysFinite) {
+  const TinyTask& t = tiny();
+  GraphModule sim = tiny_unfolded();
+  std::string bn;
+  for (const auto& [src, b] : plan_bn_folding(sim->graph())) bn = b;
+  ASSERT_FALSE(bn.empty());
+  {
+    torch::NoGradGuard ng;
+    sim->node_module(bn).weight[0].fill_(0);
+  }
+  sim->set_bn_fold_simulation(true);
+  attach_quantizers(sim, QuantConfig()
+                             .weight(QuantScheme(4).per_channel(true))
+                             .activation(QuantScheme(4).is_signed(false).symmetric(false)));
+  calibrate(sim, t.train, 2, 128);
+  const torch::Tensor x = t.test.images.slice(0, 0, 64);
+  sim->train();
+  sim->forward(x).square().sum().backward();
+  for (const auto& p : sim->named_parameters())
+    if (p.value().grad().defined()) EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << p.key();
+  torch::NoGradGuard ng;
+  sim->eval();
+  const torch::Tensor ys = sim->forward(x);
+  EXPECT_TRUE(torch::isfinite(ys).all().item<bool>());
+  GraphModule folded = fold_batch_norm(sim);
+  folded->eval();
+  EXPECT_LE((folded->forward(x) - ys).abs().max().item<double>(), 1e-4);
 }
 
 // DoReFa's output range is the range of the weight it quantizes, whatever its

@@ -199,7 +199,12 @@ torch::Tensor GraphModuleImpl::fold_factor(size_t i) {
   const size_t j = static_cast<size_t>(fold_bn_[i]);
   const NodeModuleImpl& b = *mods_[j];
   torch::Tensor s = torch::rsqrt(b.running_var + graph_.nodes()[j].as<BatchNormAttrs>().eps);
-  if (b.weight.defined()) s = s * b.weight;
+  // A channel with gamma = 0 outputs beta whatever its weights: its factor is
+  // taken as 1 (transform(W * 0) / 0 would be 0 / 0, NaN in every output).
+  if (b.weight.defined()) {
+    const torch::Tensor g = b.weight.detach();
+    s = s * torch::where(g == 0, torch::ones_like(g), b.weight);
+  }
   std::vector<int64_t> shape(mods_[i]->weight.dim(), 1);
   shape[0] = -1;
   return s.reshape(shape);

@@ -160,11 +160,13 @@ __attribute__((target_clones("avx2", "default"))) double apot_backward_range(
 
 // x_hat = alpha * Pi(clamp(x / alpha, lo, 1)) in one pass forward and one
 // backward: d/dx = 1 inside [lo, 1] (bounds included, as clamp's gradient),
-// d/d alpha = Pi(v) - v inside and Pi(v) outside, v = x / alpha.
+// d/d alpha = Pi(v) - v inside and Pi(v) outside, v = x / alpha; alpha's
+// gradient times grad_scale.
 class ApotFunction : public torch::autograd::Function<ApotFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& alpha, const torch::Tensor& levels, bool is_signed) {
+                               const torch::Tensor& alpha, const torch::Tensor& levels, bool is_signed,
+                               double grad_scale) {
     torch::Tensor xc = x.contiguous();
     const float a = std::max(alpha.item<float>(), kMinAlpha);
     const ApotGrid grid(levels, is_signed);
@@ -176,6 +178,7 @@ class ApotFunction : public torch::autograd::Function<ApotFunction> {
     });
     ctx->save_for_backward({xc, alpha, out});
     ctx->saved_data["lo"] = static_cast<double>(grid.lo);
+    ctx->saved_data["g"] = grad_scale;
     return out;
   }
 
@@ -196,21 +199,24 @@ class ApotFunction : public torch::autograd::Function<ApotFunction> {
       sum[0] = apot_backward_range(xp, yp, gp, dp, b0, e, a, lo);
     });
     // alpha.clamp_min(kMinAlpha): no gradient below the floor.
-    const double galpha = raw >= kMinAlpha ? sums[0] / a : 0.0;
-    return {dx, torch::full(saved[1].sizes(), galpha, torch::kFloat32), torch::Tensor(), torch::Tensor()};
+    const double galpha = raw >= kMinAlpha ? sums[0] / a * ctx->saved_data["g"].toDouble() : 0.0;
+    return {dx, torch::full(saved[1].sizes(), galpha, torch::kFloat32), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
 }  // namespace
 
 torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
-                            const torch::Tensor& levels, bool is_signed) {
+                            const torch::Tensor& levels, bool is_signed, double grad_scale) {
   NNOPT_CHECK(x.scalar_type() == torch::kFloat32, ValueError, "APoT: x must be float32, got ",
               x.scalar_type());
   NNOPT_CHECK(alpha.numel() == 1, ValueError, "APoT: alpha must have 1 element, got ", alpha.numel());
   NNOPT_CHECK(levels.dim() == 1 && levels.numel() >= 2, ValueError,
               "APoT: levels must be a 1-d tensor of >= 2 values, got ", levels.sizes());
-  return ApotFunction::apply(x, alpha, levels, is_signed);
+  NNOPT_CHECK(std::isfinite(grad_scale) && grad_scale > 0, ValueError,
+              "APoT: grad_scale must be > 0, got ", grad_scale);
+  return ApotFunction::apply(x, alpha, levels, is_signed, grad_scale);
 }
 
 ApotQuantizerImpl::ApotQuantizerImpl(const QuantScheme& scheme, bool weight, bool signed_grid,
@@ -249,8 +255,16 @@ std::pair<torch::Tensor, torch::Tensor> weight_moments(const torch::Tensor& w, c
 }
 }  // namespace
 
+double ApotQuantizerImpl::alpha_grad_scale(const torch::Tensor& x) const {
+  // N: the weights alpha serves, or one sample's features (LSQ's choice);
+  // Q_P: the positive levels.
+  const int64_t n = weight_ || x.dim() < 2 ? x.numel() : x.numel() / std::max<int64_t>(1, x.size(0));
+  const int64_t qp = grid_.numel() - 1;
+  return 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, n)) * static_cast<double>(qp));
+}
+
 torch::Tensor ApotQuantizerImpl::forward(const torch::Tensor& x) {
-  if (!weight_) return apot_quantize(x, alpha_, grid_, signed_);
+  if (!weight_) return apot_quantize(x, alpha_, grid_, signed_, alpha_grad_scale(x));
   auto [mu, sigma] = weight_moments(x, scheme_);
   {
     torch::NoGradGuard ng;
@@ -262,7 +276,7 @@ torch::Tensor ApotQuantizerImpl::forward(const torch::Tensor& x) {
     mu_.copy_(mu.reshape({n}));
     sigma_.copy_(sigma.reshape({n}));
   }
-  return apot_quantize((x - mu) / sigma, alpha_, grid_, signed_) * sigma + mu;
+  return apot_quantize((x - mu) / sigma, alpha_, grid_, signed_, alpha_grad_scale(x)) * sigma + mu;
 }
 
 std::string ApotQuantizerImpl::describe() const {

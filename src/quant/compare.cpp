@@ -99,26 +99,26 @@ std::string not_applicable(const std::string& method, const QuantSetting& s,
   return "";
 }
 
-// Weight bits actually attached, by conv2d/linear node (fake-quant or QAT quantizers).
-BitsMap attached_weight_bits(GraphModule& m) {
-  BitsMap bits;
+// By conv2d/linear node, of the weight quantizers actually attached (fake-quant
+// or QAT): their bits, and the number of distinct values they can output
+// (per-channel ones: channel 0's; all channels have the same count; for a
+// FakeQuant the size of its integer range, narrow for symmetric grids).
+struct AttachedWeightQuant {
+  BitsMap bits, levels;
+};
+AttachedWeightQuant attached_weight_quant(GraphModule& m) {
+  AttachedWeightQuant a;
   for (const auto& q : find_quantizers(m))
-    if (q.weight) bits[q.node] = q.fq->scheme().bits();
+    if (q.weight) {
+      a.bits[q.node] = q.fq->scheme().bits();
+      a.levels[q.node] = q.fq->scheme().quant_max() - q.fq->scheme().quant_min() + 1;
+    }
   for (const auto& q : find_qat_quantizers(m))
-    if (q.weight) bits[q.node] = q.q->scheme().bits();
-  return bits;
-}
-
-// Node -> the number of distinct values its weight quantizer can output
-// (per-channel ones: channel 0's; all channels have the same count); for a
-// FakeQuant the size of its integer range (narrow for symmetric grids).
-BitsMap attached_weight_levels(GraphModule& m) {
-  BitsMap levels;
-  for (const auto& q : find_quantizers(m))
-    if (q.weight) levels[q.node] = q.fq->scheme().quant_max() - q.fq->scheme().quant_min() + 1;
-  for (const auto& q : find_qat_quantizers(m))
-    if (q.weight) levels[q.node] = q.q->levels(0).numel();
-  return levels;
+    if (q.weight) {
+      a.bits[q.node] = q.q->scheme().bits();
+      a.levels[q.node] = q.q->levels(0).numel();
+    }
+  return a;
 }
 
 torch::Tensor all_logits(const std::function<torch::Tensor(const torch::Tensor&)>& fwd,
@@ -240,9 +240,10 @@ QuantCompareResult compare_quant(const QuantCompareOptions& opt, const Dataset& 
         r["drop_pt"] = 100 * (fp_acc - acc);
         r["seconds"] = out.seconds;
         r["uniform"] = out.uniform;
-        r["weight_bits"] = attached_weight_bits(qm);
-        r["weight_levels"] = attached_weight_levels(qm);
-        r["size_bytes"] = quantized_size_bytes(qm->graph(), attached_weight_bits(qm), s.wbits);
+        const AttachedWeightQuant wq = attached_weight_quant(qm);
+        r["weight_bits"] = wq.bits;
+        r["weight_levels"] = wq.levels;
+        r["size_bytes"] = quantized_size_bytes(qm->graph(), wq.bits, s.wbits);
         r["report"] = out.report;
         if (out.uniform) export_scale_table(qm).save(path_join(dir, "scales.json"));
         // 8/8: the integer model, where the model lowers.

@@ -100,7 +100,9 @@ class GraphModuleImpl : public torch::nn::Module {
   /// Batch-norm fold simulation for quantization-aware training (Jacob et
   /// al. 2018, sec. 3.2; PyTorch's ConvBn2d QAT modules). Each conv2d/linear
   /// that fold_batch_norm would fold (nn/fold_bn.h) runs with the weight
-  ///   transform(W * s) / s,   s = gamma / sqrt(running_var + eps) per channel,
+  ///   transform(W * s) / s,   s = gamma / sqrt(running_var + eps) per channel
+  ///   (1 / sqrt(running_var + eps) where gamma = 0: that channel's output is
+  ///   beta whatever its weights, and 0 / 0 would make it NaN),
   /// so its weight transform (a quantizer) sees the folded weight, while the
   /// batch norm stays a node: in training it normalizes with the batch
   /// statistics, which keeps QAT stable where the folded graph diverges

@@ -16,6 +16,17 @@
 // Reparameterized clipping function (RCF), alpha learnable:
 //   x_hat = alpha * Pi(clamp(x / alpha, -1, 1))      (Pi: nearest level, STE)
 //   d x_hat / d alpha = Pi(x / alpha) - x / alpha inside, sign(x) outside.
+// alpha's gradient is scaled by g = 1 / sqrt(N * Q_P) as LSQ scales its step's
+// (Esser et al., ICLR 2020): N = the weights alpha serves or one sample's
+// features, Q_P = the positive levels (2^m - 1). The paper sums the
+// gradient over all elements unscaled (its code gives alpha its own learning
+// rate instead). Under our protocol that sum diverged at W2A2: the signed
+// activations before each residual add (which the paper leaves in float; we
+// quantize them for the integer add) get a ternary grid at 2 bits, their
+// alpha shrank ~15 % per step (0.59 -> 0.09 in 11 steps), and then one step's
+// gradient, a sum over ~800k elements, was ~1e3 on alpha and the batch norm
+// bias before it: alphas went to 1e3-1e4 and training sat at chance
+// (session 16; resnet20 Fashion-MNIST, lr 0.01). With g it trains.
 // Weight normalization: w_hat = (w - mu) / sigma (per layer, statistics
 // detached as in the authors' code), quantized, then mapped back:
 // Q(w_hat) * sigma + mu, since nnopt's models have batch norm folded (the
@@ -56,10 +67,11 @@ torch::Tensor apot_levels(int64_t magnitude_bits);
 
 /// Nearest APoT level (straight-through) with the RCF clip:
 /// x [any shape] -> alpha * Pi(clamp(x / alpha, lo, 1)), lo = -1 (signed) or 0;
-/// one fused pass forward and one backward (gradients above). x float32,
-/// alpha one element, levels ascending (apot_levels); ValueError otherwise.
+/// one fused pass forward and one backward (gradients above; alpha's times
+/// grad_scale). x float32, alpha one element, levels ascending (apot_levels),
+/// grad_scale > 0; ValueError otherwise.
 torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
-                            const torch::Tensor& levels, bool is_signed);
+                            const torch::Tensor& levels, bool is_signed, double grad_scale = 1.0);
 
 /// APoT weight or activation quantizer. Parameter "alpha" [1]; buffers
 /// "grid" (normalized levels), "sigma" and "mu" (weights: the last
@@ -83,6 +95,8 @@ class ApotQuantizerImpl : public QatQuantizerImpl {
   bool absorbs_relu() const override { return !weight_ && !signed_; }
 
   torch::Tensor alpha() const { return alpha_; }
+  /// The factor on alpha's gradient for input x: 1 / sqrt(N * Q_P) (above).
+  double alpha_grad_scale(const torch::Tensor& x) const;
   bool signed_grid() const { return signed_; }
 
  private:
