@@ -3,6 +3,7 @@
 // gradients of their learnable parameters, run_qat on a tiny synthetic task,
 // conversion back to FakeQuant and integer lowering, and the error messages.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -11,9 +12,11 @@
 #include <string>
 
 #include "nnopt/core/error.h"
+#include "nnopt/core/file_util.h"
 #include "nnopt/data/dataset.h"
 #include "nnopt/deploy/int8.h"
 #include "nnopt/models/zoo.h"
+#include "nnopt/nn/checkpoint.h"
 #include "nnopt/nn/fold_bn.h"
 #include "nnopt/quant/apot.h"
 #include "nnopt/quant/attach.h"
@@ -286,7 +289,7 @@ TEST(QatGrid, ApotWeightsKeepTheirMean) {
     torch::NoGradGuard ng;
     w[0].mul_(1e-3);  // a channel with a small fold factor
   }
-  ApotQuantizerImpl q(QuantScheme(8).per_channel(true), true, true, 3.0);
+  ApotQuantizerImpl q(QuantScheme(8).per_channel(true), true, true, 3.0, 4);
   torch::Tensor y = q.forward(w);
   EXPECT_LT((y - w).abs().max().item<double>(), 0.05);
   EXPECT_LT((y[0] - w[0]).abs().max().item<double>(), 0.05);  // was w[0] - mean(w), ~0.4 off
@@ -294,6 +297,8 @@ TEST(QatGrid, ApotWeightsKeepTheirMean) {
   // Every output is one of levels() (per channel: the channel's own).
   for (int64_t c = 0; c < 4; ++c) EXPECT_TRUE(on_grid(y[c].detach(), q.levels(c), 1e-5)) << c;
   EXPECT_EQ(q.named_buffers()["mu"].numel(), 4);
+  EXPECT_THROW_MSG(q.forward(torch::randn({3, 2, 3, 3})), ValueError,
+                   "APoT: 4 per-channel statistics do not fit a weight of shape [3, 2, 3, 3]");
 }
 
 // Per-channel schemes normalize each output channel on its own: a channel 1000x
@@ -426,6 +431,7 @@ TEST(QatParams, ClipAndOffsetGetGradients) {
   torch::Tensor lv = apot_levels(4);
   auto nearest = [&](float v) { return lv[(lv - v).abs().argmin()].item<float>(); };
   float want = (nearest(0.3f) - 0.3f) + (nearest(0.9f) - 0.9f) + 1 + 1;
+  want /= std::sqrt(4.0f * 15.0f);  // alpha's gradient scale 1 / sqrt(N * Q_P): 4 values, 15 positive levels
   EXPECT_NEAR(ap.alpha().grad().item<float>(), want, 1e-5);
   // DoReFa weights: gradient reaches the latent weights through tanh.
   torch::Tensor w = (torch::randn({4, 3, 3, 3}) * 0.3).requires_grad_(true);
@@ -534,6 +540,50 @@ const TinyTask& tiny() {
 QatOptions quick(const std::string& method, int64_t epochs = 2) {
   return QatOptions().method(method).train(
       TrainOptions(epochs).batch_size(64).lr(0.01).progress("off").seed(0));
+}
+
+// An APoT model keeps its quantizers (no FakeQuant form); save_qat_model lists
+// them so that load_model rebuilds them: the loaded model computes the same
+// outputs. Before, `nnopt quantize --method apot` wrote a model.nnopt that
+// `nnopt eval` refused ("loaded state has tensor 'avgpool.act_transform.scale'
+// that the model does not have").
+TEST(QatSave, ApotModelLoadsAgain) {
+  const TinyTask& t = tiny();
+  GraphModule m = t.calibrated(3);
+  attach_qat_quantizers(m, quick("apot"));
+  run_qat(m, t.train, nullptr, quick("apot", 1));
+  m->eval();
+  torch::NoGradGuard ng;
+  const torch::Tensor x = t.test.images.slice(0, 0, 64);
+  const torch::Tensor y = m->forward(x);
+  const std::string path = test::temp_dir("qat_save_apot") + "/model.nnopt";
+  save_qat_model(path, m, R"({"kind": "model"})");
+  std::string meta;
+  GraphModule loaded = load_model(path, &meta);
+  EXPECT_TRUE(has_qat_transforms(meta));
+  EXPECT_EQ(find_qat_quantizers(loaded).size(), find_qat_quantizers(m).size());
+  loaded->eval();
+  EXPECT_TRUE(torch::equal(loaded->forward(x), y));
+  // Bad records: a clear error, the model unchanged.
+  GraphModule plain = t.calibrated(3);
+  remove_quantizers(plain);
+  auto with = [&](const std::string& field, const nlohmann::json& v) {
+    nlohmann::json j = nlohmann::json::parse(meta);
+    j["qat_transforms"][0][field] = v;
+    return j.dump();
+  };
+  EXPECT_THROW_MSG(restore_qat_transforms(plain, with("kind", "binary")), ValueError,
+                   "unknown kind 'binary' (known: fake_quant, apot)");
+  EXPECT_THROW_MSG(restore_qat_transforms(plain, with("node", "conv9")), ValueError,
+                   "QAT transform 0 ('conv9' activation): no such node in the model's graph");
+  EXPECT_THROW_MSG(restore_qat_transforms(plain, with("channels", -1)), ValueError,
+                   "channels must be in [1, 2^20], got -1");
+  EXPECT_TRUE(find_qat_quantizers(plain).empty());
+  // Uniform QAT quantizers are converted first, not saved as they are.
+  GraphModule lsq = t.calibrated(3);
+  attach_qat_quantizers(lsq, quick("lsq"));
+  EXPECT_THROW_MSG(save_qat_model(path + ".lsq", lsq, "{}"), ValueError, "convert uniform quantizers first");
+  EXPECT_FALSE(path_exists(path + ".lsq"));
 }
 
 TEST(QatRun, EachMethodTrainsAndLowersLoss) {

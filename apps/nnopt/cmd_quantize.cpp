@@ -182,7 +182,7 @@ void register_quantize(CLI::App& app, Runner& run) {
                                     {"test_accuracy", fq_acc}}.dump();
       if (!out.uniform) {
         // Non-uniform levels: no scale table and no integer model (see quant/qat.h).
-        save_model(model_path, q, meta);
+        save_qat_model(model_path, q, meta);
         j["note"] = method + " levels are not a uniform grid with an integer zero point in range: no scale table, no int8 model";
       } else {
         ScaleTable table = export_scale_table(q);

@@ -6,6 +6,7 @@
 #include "nnopt/core/error.h"
 #include "nnopt/core/file_util.h"
 #include "nnopt/quant/attach.h"
+#include "nnopt/quant/qat.h"
 
 namespace nnopt {
 using json = nlohmann::json;
@@ -195,6 +196,8 @@ GraphModule model_from_checkpoint(Checkpoint ck, const std::string& path, std::s
       if (meta.is_object() && meta.contains("scale_table"))
         apply_scale_table(m, ScaleTable::from_json(meta["scale_table"].dump(), "scale table"));
     }
+    // Models that keep non-uniform QAT quantizers (APoT, save_qat_model).
+    if (has_qat_transforms(ck.meta_json)) restore_qat_transforms(m, ck.meta_json);
     m->load_state(ck.tensors, true);
   } catch (const ValueError& e) {
     throw FileError(str_cat(path, ": ", e.what()));

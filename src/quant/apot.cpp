@@ -269,10 +269,8 @@ torch::Tensor ApotQuantizerImpl::forward(const torch::Tensor& x) {
   {
     torch::NoGradGuard ng;
     const int64_t n = mu.numel();
-    if (mu_.numel() != n) {  // a quantizer made without the channel count
-      mu_.resize_({n});
-      sigma_.resize_({n});
-    }
+    NNOPT_CHECK(mu_.numel() == n, ValueError, "APoT: ", mu_.numel(),
+                " per-channel statistics do not fit a weight of shape ", x.sizes());
     mu_.copy_(mu.reshape({n}));
     sigma_.copy_(sigma.reshape({n}));
   }

@@ -2,6 +2,7 @@
 #include "nnopt/quant/dorefa.h"
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "nnopt/core/error.h"
@@ -37,8 +38,11 @@ torch::Tensor DorefaQuantizerImpl::view_shape(const torch::Tensor& t, int64_t di
   return t.view(shape);
 }
 
-torch::Tensor DorefaQuantizerImpl::normalized(const torch::Tensor& w) const {
-  torch::Tensor t = torch::tanh(w);
+// tanh(w) / max|tanh(w)| in [-1, 1], and max|w| (the range c), per channel
+// (keepdim) or over w. tanh is odd and increasing, so max|tanh(w)| =
+// tanh(max|w|): one reduction serves both, and its gradient (to the largest
+// |w|) is the same.
+std::pair<torch::Tensor, torch::Tensor> DorefaQuantizerImpl::normalized(const torch::Tensor& w) const {
   torch::Tensor m;
   if (scheme_.per_channel()) {
     const int64_t axis = scheme_.ch_axis();
@@ -47,19 +51,19 @@ torch::Tensor DorefaQuantizerImpl::normalized(const torch::Tensor& w) const {
     std::vector<int64_t> dims;
     for (int64_t d = 0; d < w.dim(); ++d)
       if (d != axis) dims.push_back(d);
-    m = dims.empty() ? t.abs() : t.abs().amax(dims, /*keepdim=*/true);
+    m = dims.empty() ? w.abs() : w.abs().amax(dims, /*keepdim=*/true);
   } else {
-    m = t.abs().max();
+    m = w.abs().max();
   }
-  return t / m.clamp_min(1e-12);
+  return {torch::tanh(w) / torch::tanh(m).clamp_min(1e-12), m.detach()};
 }
 
 torch::Tensor DorefaQuantizerImpl::forward(const torch::Tensor& w) {
-  torch::Tensor n = normalized(w);  // [-1, 1]
+  auto [n, range] = normalized(w);  // n in [-1, 1]
   {
     // c = max|w| of this weight (per channel), a constant for the gradient.
     torch::NoGradGuard ng;
-    clip_.copy_(range_of(w, scheme_).clamp_min(1e-8));
+    clip_.copy_(range.reshape({-1}).clamp_min(1e-8));
   }
   torch::Tensor c = view_shape(clip_, w.dim());
   if (paper_grid_) {

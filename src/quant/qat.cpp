@@ -4,11 +4,15 @@
 
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "nnopt/core/error.h"
 #include "nnopt/distill/distill_callback.h"
 #include "nnopt/distill/teacher.h"
+#include "nnopt/quant/apot.h"
 #include "nnopt/quant/attach.h"
+#include "nnopt/nn/checkpoint.h"
+#include "scheme_json.h"
 
 namespace nnopt {
 
@@ -188,6 +192,102 @@ void convert_qat_to_fake_quant(GraphModule& model) {
     } else {
       model->set_activation_transform(a.node, fqs[i]);
     }
+  }
+  sync_followers(model);
+}
+
+namespace {
+constexpr const char* kQatTransformsKey = "qat_transforms";
+}  // namespace
+
+void save_qat_model(const std::string& path, GraphModule& model, const std::string& meta_json) {
+  nlohmann::json meta = nlohmann::json::parse(meta_json, nullptr, false);
+  NNOPT_CHECK(meta.is_object(), ValueError, "save_qat_model: metadata must be a JSON object");
+  nlohmann::json records = nlohmann::json::array();
+  for (const Node& n : model->graph().nodes()) {
+    NodeModuleImpl& m = model->node_module(n.name);
+    for (bool weight : {true, false}) {
+      const TransformPtr& t = weight ? m.weight_transform : m.act_transform;
+      if (!t) continue;
+      nlohmann::json r = {{"node", n.name}, {"weight", weight}};
+      if (auto fq = std::dynamic_pointer_cast<FakeQuantImpl>(t)) {
+        r["kind"] = "fake_quant";
+        r["scheme"] = scheme_to_json(fq->scheme());
+        r["channels"] = fq->qparams().scale.numel();
+        r["follows"] = fq->follows();
+        r["quantizing"] = fq->quantizing();
+      } else if (auto ap = std::dynamic_pointer_cast<ApotQuantizerImpl>(t)) {
+        r["kind"] = "apot";
+        r["scheme"] = scheme_to_json(ap->scheme());
+        r["signed_grid"] = ap->signed_grid();
+        r["channels"] = ap->named_buffers()["mu"].numel();
+      } else {
+        throw ValueError(str_cat("save_qat_model: the ", weight ? "weight" : "activation", " transform of '",
+                                 n.name, "' (", t->describe(),
+                                 ") cannot be saved; convert uniform quantizers first (convert_qat_to_fake_quant)"));
+      }
+      records.push_back(r);
+    }
+  }
+  meta[kQatTransformsKey] = records;
+  save_model(path, model, meta.dump());
+}
+
+bool has_qat_transforms(const std::string& meta_json) {
+  if (meta_json.find(kQatTransformsKey) == std::string::npos) return false;
+  nlohmann::json meta = nlohmann::json::parse(meta_json, nullptr, false);
+  return meta.is_object() && meta.contains(kQatTransformsKey);
+}
+
+void restore_qat_transforms(GraphModule& model, const std::string& meta_json) {
+  nlohmann::json meta = nlohmann::json::parse(meta_json, nullptr, false);
+  NNOPT_CHECK(meta.is_object() && meta.contains(kQatTransformsKey) && meta[kQatTransformsKey].is_array(),
+              ValueError, "QAT transforms: the metadata has no '", kQatTransformsKey, "' list");
+  struct Made {
+    std::string node;
+    bool weight;
+    TransformPtr t;
+  };
+  std::vector<Made> made;  // all checked and built before the model changes
+  const auto& records = meta[kQatTransformsKey];
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    std::string what = str_cat("QAT transform ", i);
+    NNOPT_CHECK(r.is_object() && r.contains("node") && r["node"].is_string() && r.contains("weight") &&
+                    r["weight"].is_boolean() && r.contains("kind") && r["kind"].is_string() &&
+                    r.contains("scheme") && r.contains("channels") && r["channels"].is_number_integer(),
+                ValueError, what, ": needs node, weight, kind, scheme and channels");
+    const std::string node = r["node"].get<std::string>(), kind = r["kind"].get<std::string>();
+    const bool weight = r["weight"].get<bool>();
+    what = str_cat(what, " ('", node, "' ", weight ? "weight" : "activation", ")");
+    NNOPT_CHECK(model->graph().contains(node), ValueError, what, ": no such node in the model's graph");
+    const QuantScheme s = scheme_from_json(r["scheme"], what + " scheme");
+    const int64_t channels = r["channels"].get<int64_t>();
+    NNOPT_CHECK(channels >= 1 && channels <= (int64_t{1} << 20), ValueError, what, ": channels must be in [1, 2^20], got ",
+                channels);
+    auto flag = [&](const char* key) {
+      NNOPT_CHECK(r.contains(key) && r[key].is_boolean(), ValueError, what, ": '", key, "' must be true or false");
+      return r[key].get<bool>();
+    };
+    TransformPtr t;
+    if (kind == "fake_quant") {
+      NNOPT_CHECK(r.contains("follows") && r["follows"].is_string(), ValueError, what, ": 'follows' must be a string");
+      auto fq = std::make_shared<FakeQuantImpl>(s, nullptr, channels);
+      fq->set_follows(r["follows"].get<std::string>());
+      fq->set_quantizing(flag("quantizing"));
+      t = fq;
+    } else if (kind == "apot") {
+      t = std::make_shared<ApotQuantizerImpl>(s, weight, flag("signed_grid"), 1.0, channels);
+    } else {
+      throw ValueError(str_cat(what, ": unknown kind '", kind, "' (known: fake_quant, apot)"));
+    }
+    made.push_back({node, weight, t});
+  }
+  for (const auto& m : made) {
+    if (m.weight)
+      model->set_weight_transform(m.node, m.t);
+    else
+      model->set_activation_transform(m.node, m.t);
   }
   sync_followers(model);
 }

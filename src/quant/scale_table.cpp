@@ -7,17 +7,13 @@
 
 #include "nnopt/core/error.h"
 #include "nnopt/core/file_util.h"
+#include "scheme_json.h"
 
 namespace nnopt {
 
 using nlohmann::json;
 
-namespace {
-constexpr const char* kFormat = "nnopt-scale-table";
-constexpr int kVersion = 1;
-
-json record_to_json(const QuantizerRecord& r) {
-  const auto& s = r.scheme;
+json scheme_to_json(const QuantScheme& s) {
   json j;
   j["bits"] = s.bits();
   j["signed"] = s.is_signed();
@@ -27,6 +23,52 @@ json record_to_json(const QuantizerRecord& r) {
   j["narrow_range"] = s.narrow_range();
   j["quant_min"] = s.quant_min();
   j["quant_max"] = s.quant_max();
+  return j;
+}
+
+QuantScheme scheme_from_json(const json& j, const std::string& what) {
+  NNOPT_CHECK(j.is_object(), ValueError, what, ": must be an object");
+  auto need = [&](const char* key) -> const json& {
+    NNOPT_CHECK(j.contains(key), ValueError, what, ": missing key '", key, "'");
+    return j.at(key);
+  };
+  auto need_bool = [&](const char* key) {
+    const json& v = need(key);
+    NNOPT_CHECK(v.is_boolean(), ValueError, what, ": '", key, "' must be true or false, got ", v.dump());
+    return v.get<bool>();
+  };
+  auto need_int = [&](const char* key) {
+    const json& v = need(key);
+    NNOPT_CHECK(v.is_number_integer(), ValueError, what, ": '", key, "' must be an integer, got ", v.dump());
+    return v.get<int64_t>();
+  };
+  const int64_t bits = need_int("bits");
+  NNOPT_CHECK(bits >= 2 && bits <= 8, ValueError, what, ": bits must be in [2, 8], got ", bits);
+  QuantScheme s = QuantScheme(bits)
+                      .is_signed(need_bool("signed"))
+                      .symmetric(need_bool("symmetric"))
+                      .per_channel(need_bool("per_channel"))
+                      .narrow_range(j.contains("narrow_range") ? need_bool("narrow_range") : false);
+  if (j.contains("ch_axis")) {
+    const int64_t ax = need_int("ch_axis");
+    NNOPT_CHECK(ax >= 0, ValueError, what, ": ch_axis must be >= 0, got ", ax);
+    s.ch_axis(ax);
+  }
+  if (j.contains("quant_min"))
+    NNOPT_CHECK(need_int("quant_min") == s.quant_min(), ValueError, what, ": quant_min ",
+                j.at("quant_min").dump(), " does not match the scheme (", s.quant_min(), ")");
+  if (j.contains("quant_max"))
+    NNOPT_CHECK(need_int("quant_max") == s.quant_max(), ValueError, what, ": quant_max ",
+                j.at("quant_max").dump(), " does not match the scheme (", s.quant_max(), ")");
+  return s;
+}
+
+namespace {
+constexpr const char* kFormat = "nnopt-scale-table";
+constexpr int kVersion = 1;
+
+json record_to_json(const QuantizerRecord& r) {
+  json j = scheme_to_json(r.scheme);
   if (!r.observer.empty()) j["observer"] = r.observer;
   if (!r.follows.empty()) j["follows"] = r.follows;
   auto sc = r.qparams.scale.to(torch::kFloat32).contiguous();
@@ -53,37 +95,8 @@ QuantizerRecord record_from_json(const json& j, const std::string& what) {
     NNOPT_CHECK(j.contains(key), ValueError, what, ": missing key '", key, "'");
     return j.at(key);
   };
-  auto need_bool = [&](const char* key) {
-    const json& v = need(key);
-    NNOPT_CHECK(v.is_boolean(), ValueError, what, ": '", key, "' must be true or false, got ", v.dump());
-    return v.get<bool>();
-  };
-  auto need_int = [&](const char* key) {
-    const json& v = need(key);
-    NNOPT_CHECK(v.is_number_integer(), ValueError, what, ": '", key, "' must be an integer, got ", v.dump());
-    return v.get<int64_t>();
-  };
   QuantizerRecord r;
-  const int64_t bits = need_int("bits");
-  NNOPT_CHECK(bits >= 2 && bits <= 8, ValueError, what, ": bits must be in [2, 8], got ", bits);
-  r.scheme = QuantScheme(bits)
-                 .is_signed(need_bool("signed"))
-                 .symmetric(need_bool("symmetric"))
-                 .per_channel(need_bool("per_channel"))
-                 .narrow_range(j.contains("narrow_range") ? need_bool("narrow_range") : false);
-  if (j.contains("ch_axis")) {
-    const int64_t ax = need_int("ch_axis");
-    NNOPT_CHECK(ax >= 0, ValueError, what, ": ch_axis must be >= 0, got ", ax);
-    r.scheme.ch_axis(ax);
-  }
-  if (j.contains("quant_min"))
-    NNOPT_CHECK(need_int("quant_min") == r.scheme.quant_min(), ValueError, what,
-                ": quant_min ", j.at("quant_min").dump(), " does not match the scheme (",
-                r.scheme.quant_min(), ")");
-  if (j.contains("quant_max"))
-    NNOPT_CHECK(need_int("quant_max") == r.scheme.quant_max(), ValueError, what,
-                ": quant_max ", j.at("quant_max").dump(), " does not match the scheme (",
-                r.scheme.quant_max(), ")");
+  r.scheme = scheme_from_json(j, what);
   for (const char* key : {"observer", "follows"})
     if (j.contains(key)) {
       NNOPT_CHECK(j.at(key).is_string(), ValueError, what, ": '", key, "' must be a string");

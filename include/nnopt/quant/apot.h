@@ -79,7 +79,7 @@ torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
 class ApotQuantizerImpl : public QatQuantizerImpl {
  public:
   /// channels: the weight's output channels, for per-channel schemes (the
-  /// size of "mu" and "sigma"; a forward on another count resizes them).
+  /// size of "mu" and "sigma"; a forward on another count is a ValueError).
   ApotQuantizerImpl(const QuantScheme& scheme, bool weight, bool signed_grid, double alpha,
                     int64_t channels = 1);
   torch::Tensor forward(const torch::Tensor& x) override;

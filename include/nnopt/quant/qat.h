@@ -167,6 +167,21 @@ void attach_qat_quantizers(GraphModule& model, const QatOptions& opt);
 /// or DoReFa's paper grid at 8 bits.
 void convert_qat_to_fake_quant(GraphModule& model);
 
+/// Saves a model that keeps learnable quantizers with non-uniform levels
+/// (APoT; uniform ones are converted with convert_qat_to_fake_quant and saved
+/// with save_quantized_model). The metadata lists every transform under
+/// "qat_transforms" ({node, weight, kind: fake_quant | apot, scheme,
+/// channels, follows / quantizing or signed_grid}); load_model rebuilds them
+/// (restore_qat_transforms) and loads their state. ValueError for a
+/// transform of another kind, or metadata that is not a JSON object.
+void save_qat_model(const std::string& path, GraphModule& model, const std::string& meta_json);
+/// True if save_qat_model wrote this metadata.
+bool has_qat_transforms(const std::string& meta_json);
+/// Attaches the transforms that save_qat_model listed in `meta_json` to a
+/// plain model (state not loaded). ValueError naming the record for a bad
+/// one (unknown node or kind, bad scheme); the model is unchanged then.
+void restore_qat_transforms(GraphModule& model, const std::string& meta_json);
+
 /// The Trainer callback of QAT: adds clip_decay/2 * sum of clip penalties to
 /// the loss (logged as "clip_l2") and reports the mean step / clip per epoch.
 CallbackPtr make_qat_callback(GraphModule model, const QatOptions& opt);
