@@ -117,7 +117,9 @@ TEST(Cli, KilledTrainingResumesToTheSameResult) {
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   pid_t pid = std::stoi(read_file(tmp + "/pid"));
   int lines = 0;
-  for (int i = 0; i < 6000 && lines < 1; ++i) {
+  // Up to 5 min for the first epoch (a loaded machine took over 60 s); the loop
+  // ends as soon as it is written.
+  for (int i = 0; i < 30000 && lines < 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (nnopt::path_exists(run + "/metrics.jsonl")) lines = count_lines(read_file(run + "/metrics.jsonl"));
   }
