@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -385,6 +386,33 @@ TEST(QatGrid, ApotAlphaGradientScale) {
   EXPECT_NEAR(act.alpha().grad().item<double>(), a.grad().item<double>() / std::sqrt(225.0), 1e-5);
   ApotQuantizerImpl wq(QuantScheme(2), true, true, 1.0);  // ternary: Q_P = 1
   EXPECT_NEAR(wq.alpha_grad_scale(torch::zeros({8, 3, 3, 3})), 1.0 / std::sqrt(216.0), 1e-12);
+}
+
+// The fused quantizers run over channels-last activations in place (training
+// runs channels-last): the same values and gradients as on NCHW, the output in
+// the input's layout, no copy to NCHW and back.
+TEST(QatGrid, ChannelsLastNeedsNoCopy) {
+  torch::manual_seed(8);
+  const torch::Tensor x0 = torch::randn({4, 6, 5, 7}) * 2;
+  const torch::Tensor dy = torch::randn({4, 6, 5, 7});
+  using Fn = std::function<torch::Tensor(const torch::Tensor&)>;
+  const torch::Tensor step = torch::full({1}, 0.3f), alpha = torch::full({1}, 2.5f);
+  const std::vector<std::pair<std::string, Fn>> fns = {
+      {"fake_quant", [](const torch::Tensor& x) { return fake_quantize_per_tensor(x, 0.1, 3, 0, 15); }},
+      {"lsq", [&](const torch::Tensor& x) { return lsq_quantize(x, step, torch::Tensor(), -8, 7, 0.5); }},
+      {"apot", [&](const torch::Tensor& x) { return apot_quantize(x, alpha, apot_levels(3), true, 0.5); }},
+  };
+  for (const auto& [name, f] : fns) {
+    SCOPED_TRACE(name);
+    torch::Tensor a = x0.clone().requires_grad_(true);
+    torch::Tensor b = x0.contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+    torch::Tensor ya = f(a), yb = f(b);
+    EXPECT_TRUE(yb.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(torch::equal(ya, yb));
+    (ya * dy).sum().backward();
+    (yb * dy).sum().backward();
+    EXPECT_TRUE(torch::equal(a.grad(), b.grad()));
+  }
 }
 
 // The cell table of the large grids (> 16 levels) is exact at the hard

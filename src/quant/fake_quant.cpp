@@ -13,7 +13,8 @@ torch::Tensor fake_quantize_per_tensor(const torch::Tensor& x, double scale,
                                        int64_t quant_max) {
   // The same values and gradient, vectorized (fake_quant_kernel.cpp); other
   // dtypes, layouts and bad arguments go to LibTorch (which reports the latter).
-  if (x.scalar_type() == torch::kFloat32 && x.is_contiguous() && quant_min <= zero_point &&
+  if (x.scalar_type() == torch::kFloat32 &&
+      (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)) && quant_min <= zero_point &&
       zero_point <= quant_max && quant_min < quant_max && quant_max - quant_min <= 65535)
     return detail::fused_fake_quantize_per_tensor(x, scale, zero_point, quant_min, quant_max);
   return at::fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min, quant_max);

@@ -71,7 +71,7 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
                                int64_t quant_max) {
     const Grid g(scale, zero_point, quant_min, quant_max);
     torch::Tensor y = torch::empty_like(x);
-    torch::Tensor mask = torch::empty(x.sizes(), x.options().dtype(torch::kUInt8));
+    torch::Tensor mask = torch::empty_like(x, x.options().dtype(torch::kUInt8));  // x's layout
     const float* xp = x.data_ptr<float>();
     float* yp = y.data_ptr<float>();
     uint8_t* mp = mask.data_ptr<uint8_t>();
@@ -85,7 +85,7 @@ class FakeQuantFunction : public torch::autograd::Function<FakeQuantFunction> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     torch::Tensor mask = ctx->get_saved_variables()[0];
-    torch::Tensor dy = grads[0].contiguous();
+    torch::Tensor dy = detail::dense_as(grads[0], mask);
     torch::Tensor dx = torch::empty_like(dy);
     const float* gp = dy.data_ptr<float>();
     const uint8_t* mp = mask.data_ptr<uint8_t>();

@@ -24,9 +24,21 @@ inline float round_even(float v) {
   return (v + kMagic) - kMagic;
 }
 
+/// x's elements for one linear pass: x itself when it is dense in its
+/// suggested memory format (NCHW or channels-last; a channels-last activation
+/// is not copied to NCHW and back), else a copy in that format. Elementwise
+/// loops are indifferent to the order.
+inline torch::Tensor dense(const torch::Tensor& x) { return x.contiguous(x.suggest_memory_format()); }
+/// t (the shape of `like`, a dense() result) in like's layout, so that linear
+/// position i is the same element in both (gradients against saved inputs).
+inline torch::Tensor dense_as(const torch::Tensor& t, const torch::Tensor& like) {
+  return t.contiguous(like.suggest_memory_format());
+}
+
 /// at::fake_quantize_per_tensor_affine(x, scale, zero_point, quant_min,
 /// quant_max) bitwise, values and STE gradient, in one vectorized pass each
-/// way (fake_quant_kernel.cpp). x: float32, contiguous.
+/// way (fake_quant_kernel.cpp). x: float32, dense (NCHW or channels-last;
+/// the output has x's layout).
 torch::Tensor fused_fake_quantize_per_tensor(const torch::Tensor& x, double scale,
                                              int64_t zero_point, int64_t quant_min,
                                              int64_t quant_max);

@@ -84,14 +84,15 @@ __attribute__((target_clones("avx2", "default"))) void backward_range(const floa
   *db_out = db;
 }
 
-// Forward and backward in one pass each over contiguous float32 data.
+// Forward and backward in one pass each over dense float32 data (NCHW or
+// channels-last, detail::dense).
 class LsqFunction : public torch::autograd::Function<LsqFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& step, const torch::Tensor& offset, double lo,
                                double hi, double grad_scale, bool step_grad_inside,
                                bool has_offset) {
-    torch::Tensor xc = x.contiguous();
+    torch::Tensor xc = detail::dense(x);
     const float raw = step.item<float>();
     const float s = lsq_step_value(raw);
     const float inv = 1.0f / s;
@@ -118,7 +119,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     torch::Tensor xc = ctx->get_saved_variables()[0];
-    torch::Tensor dy = grads[0].contiguous();
+    torch::Tensor dy = detail::dense_as(grads[0], xc);
     const float s = static_cast<float>(ctx->saved_data["s"].toDouble());
     const float inv = 1.0f / s;
     const float b = static_cast<float>(ctx->saved_data["b"].toDouble());
