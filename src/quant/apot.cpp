@@ -117,9 +117,9 @@ struct ApotGrid {
   }
 };
 
-// out[i] = a * Pi(clamp(x[i] / a, lo, 1)) for i in [begin, end). An AVX2
-// clone beside the baseline one (no FMA, so both give the same values).
-__attribute__((target_clones("avx2", "default"))) void apot_forward_range(
+// out[i] = a * Pi(clamp(x[i] / a, lo, 1)) for i in [begin, end). AVX-512F and AVX2
+// clones beside the baseline one (no FMA, so all give the same values).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void apot_forward_range(
     const float* __restrict xp, float* __restrict op, int64_t begin, int64_t end, float a, const ApotGrid& grid) {
   float v[kBlock], q[kBlock];
   for (int64_t i0 = begin; i0 < end; i0 += kBlock) {
@@ -137,7 +137,7 @@ __attribute__((target_clones("avx2", "default"))) void apot_forward_range(
 // from x and the forward's output (no second search for the nearest level):
 // d(out)/d(alpha) = Pi(v) - v = (out - x) / a inside [lo, 1], out / a outside.
 // Branch-free (1 outside [lo, 1]) with eight partial sums: it vectorizes.
-__attribute__((target_clones("avx2", "default"))) double apot_backward_range(
+__attribute__((target_clones("avx512f", "avx2", "default"))) double apot_backward_range(
     const float* __restrict xp, const float* __restrict yp, const float* __restrict gp, float* __restrict dp,
     int64_t b0, int64_t e, float a, float lo) {
   constexpr int kLanes = 8;
@@ -167,7 +167,7 @@ class ApotFunction : public torch::autograd::Function<ApotFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& alpha, const torch::Tensor& levels, bool is_signed,
                                double grad_scale) {
-    torch::Tensor xc = x.contiguous();
+    torch::Tensor xc = detail::dense(x);
     const float a = std::max(alpha.item<float>(), kMinAlpha);
     const ApotGrid grid(levels, is_signed);
     torch::Tensor out = torch::empty_like(xc);
@@ -189,7 +189,7 @@ class ApotFunction : public torch::autograd::Function<ApotFunction> {
     const float raw = saved[1].item<float>();
     const float a = std::max(raw, kMinAlpha);
     const float lo = static_cast<float>(ctx->saved_data["lo"].toDouble());
-    torch::Tensor dy = grads[0].contiguous();
+    torch::Tensor dy = detail::dense_as(grads[0], xc);
     torch::Tensor dx = torch::empty_like(xc);
     const float* xp = xc.data_ptr<float>();
     const float* yp = saved[2].data_ptr<float>();
