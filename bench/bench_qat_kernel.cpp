@@ -1,12 +1,14 @@
 // Throughput of one activation quantizer, forward + backward, on a
 // [128, 16, 28, 28] tensor: nnopt's fused LSQ kernel, the LSQ reference
 // formula in torch ops, PyTorch's at::_fake_quantize_learnable_per_tensor_affine,
-// plain fake_quantize (no learnable step), and relu as a floor.
+// plain fake_quantize (no learnable step), APoT's fused operator (4-bit
+// unsigned grid: 16 levels; signed: 3 magnitude bits), and relu as a floor.
 // Usage: bench_qat_kernel [THREADS] [REPS]
 #include <cstdio>
 #include <string>
 
 #include "nnopt/core/runtime.h"
+#include "nnopt/quant/apot.h"
 #include "nnopt/quant/fake_quant.h"
 #include "nnopt/quant/lsq.h"
 
@@ -36,6 +38,16 @@ int main(int argc, char** argv) {
     auto x = x0.clone().requires_grad_(true);
     auto s = torch::full({1}, 0.1f).requires_grad_(true);
     lsq_quantize(x, s, {}, 0, 15, g).backward(gy);
+  });
+  time("apot fused u4 (nnopt)", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    auto a = torch::full({1}, 2.0f).requires_grad_(true);
+    apot_quantize(x, a, apot_levels(4), false, g).backward(gy);
+  });
+  time("apot fused s4 (nnopt)", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    auto a = torch::full({1}, 2.0f).requires_grad_(true);
+    apot_quantize(x, a, apot_levels(3), true, g).backward(gy);
   });
   time("lsq reference (torch ops)", [&] {
     auto x = x0.clone().requires_grad_(true);
