@@ -342,7 +342,7 @@ TEST(QatGrid, ApotFusedMatchesReferenceFormula) {
     return (xc + (q - xc).detach()) * a;
   };
   torch::manual_seed(11);
-  for (int64_t m : {2, 3, 8}) {  // 8: 256 levels, the cell-table path
+  for (int64_t m : {1, 2, 3, 4, 8}) {  // <= 16 levels: the vector count and shuffle; 8: 256 levels, the cell table
     for (bool sgn : {true, false}) {
       SCOPED_TRACE(std::to_string(m) + (sgn ? " signed" : " unsigned"));
       torch::Tensor levels = apot_levels(m);
@@ -419,7 +419,7 @@ TEST(QatGrid, ChannelsLastNeedsNoCopy) {
 // points: every level, every midpoint (ties go up) and the floats beside them;
 // a nan input stays nan.
 TEST(QatGrid, ApotLargeGridsExactAtMidpoints) {
-  for (int64_t m : {5, 6, 7, 8}) {
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8}) {  // <= 4: the vector count and shuffle (sizes of 16 and more)
     SCOPED_TRACE(m);
     torch::Tensor levels = apot_levels(m);
     torch::Tensor mid = (levels.slice(0, 1) + levels.slice(0, 0, -1)) * 0.5;
@@ -431,9 +431,14 @@ TEST(QatGrid, ApotLargeGridsExactAtMidpoints) {
     EXPECT_TRUE(torch::equal(y, expect));
     EXPECT_TRUE(torch::equal(apot_quantize(-x, torch::ones({1}), levels, true), -expect));
   }
-  torch::Tensor y = apot_quantize(torch::tensor({0.3f, NAN}), torch::ones({1}), apot_levels(8), true);
-  EXPECT_TRUE(std::isnan(y[1].item<float>()));
-  EXPECT_FALSE(std::isnan(y[0].item<float>()));
+  for (int64_t m : {2, 8}) {
+    torch::Tensor x = torch::full({40}, 0.3f);
+    x[3] = NAN;
+    x[35] = NAN;  // inside a 16-value vector and in the tail
+    torch::Tensor y = apot_quantize(x, torch::ones({1}), apot_levels(m), true);
+    EXPECT_TRUE(std::isnan(y[3].item<float>()) && std::isnan(y[35].item<float>())) << m;
+    EXPECT_FALSE(std::isnan(y[0].item<float>())) << m;
+  }
 }
 
 // ---------------------------------------------------------------- learnable parameters
