@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "nnopt/core/error.h"
+#include "nnopt/quant/lsq.h"
 
 // The element loops below are the APoT QAT hot path: let GCC vectorize them fully.
 // no-trapping-math lets it turn the compare-and-selects into vector min / max /
@@ -278,11 +279,7 @@ std::pair<torch::Tensor, torch::Tensor> weight_moments(const torch::Tensor& w, c
 }  // namespace
 
 double ApotQuantizerImpl::alpha_grad_scale(const torch::Tensor& x) const {
-  // N: the weights alpha serves, or one sample's features (LSQ's choice);
-  // Q_P: the positive levels.
-  const int64_t n = weight_ || x.dim() < 2 ? x.numel() : x.numel() / std::max<int64_t>(1, x.size(0));
-  const int64_t qp = grid_.numel() - 1;
-  return 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, n)) * static_cast<double>(qp));
+  return lsq_grad_scale(x, weight_, static_cast<double>(grid_.numel() - 1));  // Q_P: the positive levels
 }
 
 torch::Tensor ApotQuantizerImpl::forward(const torch::Tensor& x) {
@@ -304,7 +301,7 @@ std::string ApotQuantizerImpl::describe() const {
 }
 
 torch::Tensor ApotQuantizerImpl::levels(int64_t channel) const {
-  const int64_t n = weight_ ? mu_.numel() : 1;
+  const int64_t n = weight_ ? channels() : 1;
   NNOPT_CHECK(channel >= 0 && channel < n, ValueError, "APoT: channel ", channel, " out of range [0, ", n, ")");
   torch::Tensor g = grid_;
   if (signed_) g = torch::cat({-grid_.slice(0, 1).flip(0), grid_});

@@ -2,7 +2,6 @@
 #include "nnopt/quant/dorefa.h"
 
 #include <cmath>
-#include <utility>
 #include <vector>
 
 #include "nnopt/core/error.h"
@@ -23,11 +22,14 @@ DorefaQuantizerImpl::DorefaQuantizerImpl(const QuantScheme& scheme, const torch:
 }
 
 namespace {
-// max|w| per channel along the scheme's axis ([C]), or over all of w ([1]).
-torch::Tensor range_of(const torch::Tensor& w, const QuantScheme& s) {
-  torch::Tensor a = w.detach().to(torch::kFloat32);
-  if (!s.per_channel()) return a.abs().max().reshape({1});
-  return a.movedim(s.ch_axis(), 0).reshape({a.size(s.ch_axis()), -1}).abs().amax(1);
+// max|w| per channel along the scheme's axis (keepdim: [C, 1, ...]), or over
+// all of w (a scalar); with w's gradient (to the largest |w|).
+torch::Tensor abs_max(const torch::Tensor& w, const QuantScheme& s) {
+  if (!s.per_channel()) return w.abs().max();
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < w.dim(); ++d)
+    if (d != s.ch_axis()) dims.push_back(d);
+  return dims.empty() ? w.abs() : w.abs().amax(dims, /*keepdim=*/true);
 }
 }  // namespace
 
@@ -38,32 +40,18 @@ torch::Tensor DorefaQuantizerImpl::view_shape(const torch::Tensor& t, int64_t di
   return t.view(shape);
 }
 
-// tanh(w) / max|tanh(w)| in [-1, 1], and max|w| (the range c), per channel
-// (keepdim) or over w. tanh is odd and increasing, so max|tanh(w)| =
-// tanh(max|w|): one reduction serves both, and its gradient (to the largest
-// |w|) is the same.
-std::pair<torch::Tensor, torch::Tensor> DorefaQuantizerImpl::normalized(const torch::Tensor& w) const {
-  torch::Tensor m;
-  if (scheme_.per_channel()) {
-    const int64_t axis = scheme_.ch_axis();
-    NNOPT_CHECK(axis < w.dim() && w.size(axis) == clip_.numel(), ValueError, "DoReFa: ",
-                clip_.numel(), " per-channel clip values do not fit a weight of shape ", w.sizes());
-    std::vector<int64_t> dims;
-    for (int64_t d = 0; d < w.dim(); ++d)
-      if (d != axis) dims.push_back(d);
-    m = dims.empty() ? w.abs() : w.abs().amax(dims, /*keepdim=*/true);
-  } else {
-    m = w.abs().max();
-  }
-  return {torch::tanh(w) / torch::tanh(m).clamp_min(1e-12), m.detach()};
-}
-
 torch::Tensor DorefaQuantizerImpl::forward(const torch::Tensor& w) {
-  auto [n, range] = normalized(w);  // n in [-1, 1]
+  if (scheme_.per_channel())
+    NNOPT_CHECK(scheme_.ch_axis() < w.dim() && w.size(scheme_.ch_axis()) == clip_.numel(), ValueError,
+                "DoReFa: ", clip_.numel(), " per-channel clip values do not fit a weight of shape ", w.sizes());
+  // n = tanh(w) / max|tanh(w)| in [-1, 1]. tanh is odd and increasing, so
+  // max|tanh(w)| = tanh(max|w|): the one reduction also gives c = max|w|.
+  const torch::Tensor m = abs_max(w, scheme_);
+  const torch::Tensor n = torch::tanh(w) / torch::tanh(m).clamp_min(1e-12);
   {
     // c = max|w| of this weight (per channel), a constant for the gradient.
     torch::NoGradGuard ng;
-    clip_.copy_(range.reshape({-1}).clamp_min(1e-8));
+    clip_.copy_(m.detach().reshape({-1}).clamp_min(1e-8));
   }
   torch::Tensor c = view_shape(clip_, w.dim());
   if (paper_grid_) {
@@ -128,7 +116,8 @@ QatQuantizerPtr make_dorefa_quantizer(const QuantizerInit& init) {
     NNOPT_CHECK(init.scheme.ch_axis() < w.dim(), ValueError, "ch_axis ", init.scheme.ch_axis(),
                 " is out of range for a tensor of rank ", w.dim());
   const bool paper = init.options && init.options->dorefa_paper_grid();
-  return std::make_shared<DorefaQuantizerImpl>(init.scheme, range_of(w, init.scheme).clamp_min(1e-8), paper);
+  return std::make_shared<DorefaQuantizerImpl>(init.scheme, abs_max(w, init.scheme).reshape({-1}).clamp_min(1e-8),
+                                               paper);
 }
 
 }  // namespace nnopt

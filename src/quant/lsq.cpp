@@ -246,16 +246,17 @@ LsqQuantizerImpl::LsqQuantizerImpl(const QuantScheme& scheme, bool weight,
   zero_point_ = register_buffer("zero_point", zero_point.to(torch::kInt64).reshape({-1}).clone());
 }
 
+double lsq_grad_scale(const torch::Tensor& x, bool weight, double qp) {
+  const int64_t n = weight || x.dim() < 2 ? x.numel() : x.numel() / std::max<int64_t>(1, x.size(0));
+  return 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(1, n)) * std::max(qp, 1.0));
+}
+
 torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x) {
   const int64_t qmin = scheme_.quant_min(), qmax = scheme_.quant_max();
   if (!scheme_.per_channel()) {
     const int64_t z = zero_point_.item<int64_t>();
     const double lo = static_cast<double>(qmin - z), hi = static_cast<double>(qmax - z);
-    // N: weights per step, or features per sample for activations.
-    const double n = weight_ ? static_cast<double>(x.numel())
-                             : static_cast<double>(x.numel() / std::max<int64_t>(1, x.size(0)));
-    const double g = 1.0 / std::sqrt(n * std::max(hi, 1.0));
-    return lsq_quantize(x, step_, torch::Tensor(), lo, hi, g);
+    return lsq_quantize(x, step_, torch::Tensor(), lo, hi, lsq_grad_scale(x, weight_, hi));
   }
   // Per output channel (weights).
   const int64_t axis = scheme_.ch_axis();

@@ -23,9 +23,7 @@ LsqPlusQuantizerImpl::LsqPlusQuantizerImpl(const QuantScheme& scheme, double ste
 torch::Tensor LsqPlusQuantizerImpl::forward(const torch::Tensor& x) {
   const double lo = static_cast<double>(scheme_.quant_min());
   const double hi = static_cast<double>(scheme_.quant_max());
-  const double n = static_cast<double>(x.numel() / std::max<int64_t>(1, x.size(0)));
-  const double g = 1.0 / std::sqrt(n * std::max(hi, 1.0));
-  return lsq_quantize(x, step_, offset_, lo, hi, g);
+  return lsq_quantize(x, step_, offset_, lo, hi, lsq_grad_scale(x, false, hi));
 }
 
 std::string LsqPlusQuantizerImpl::describe() const { return "lsq+(" + scheme_.describe() + ")"; }

@@ -220,7 +220,7 @@ void save_qat_model(const std::string& path, GraphModule& model, const std::stri
         r["kind"] = "apot";
         r["scheme"] = scheme_to_json(ap->scheme());
         r["signed_grid"] = ap->signed_grid();
-        r["channels"] = ap->named_buffers()["mu"].numel();
+        r["channels"] = ap->channels();
       } else {
         throw ValueError(str_cat("save_qat_model: the ", weight ? "weight" : "activation", " transform of '",
                                  n.name, "' (", t->describe(),

@@ -98,6 +98,8 @@ class ApotQuantizerImpl : public QatQuantizerImpl {
   /// The factor on alpha's gradient for input x: 1 / sqrt(N * Q_P) (above).
   double alpha_grad_scale(const torch::Tensor& x) const;
   bool signed_grid() const { return signed_; }
+  /// Channels of "mu" / "sigma" (per-channel weights), else 1.
+  int64_t channels() const { return mu_.numel(); }
 
  private:
   bool weight_, signed_;

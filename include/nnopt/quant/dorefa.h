@@ -29,7 +29,6 @@
 #include <torch/torch.h>
 
 #include <string>
-#include <utility>
 
 #include "nnopt/quant/qat.h"
 
@@ -54,8 +53,6 @@ class DorefaQuantizerImpl : public QatQuantizerImpl {
   bool paper_grid() const { return paper_grid_; }
 
  private:
-  /// {tanh(w) / max|tanh(w)| in [-1, 1], max|w| (detached)}, per channel or per tensor.
-  std::pair<torch::Tensor, torch::Tensor> normalized(const torch::Tensor& w) const;
   torch::Tensor view_shape(const torch::Tensor& t, int64_t dim) const;
   torch::Tensor clip_;
   bool paper_grid_;

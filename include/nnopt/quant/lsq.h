@@ -34,6 +34,12 @@ namespace nnopt {
 float lsq_step_value(float step);
 torch::Tensor lsq_step_value(const torch::Tensor& step);
 
+/// LSQ's gradient scale for a per-tensor step (or clip) of x: g = 1 / sqrt(N *
+/// max(Q_P, 1)) (Esser et al., ICLR 2020), N = the values it serves: all of x
+/// for weights (or x without a batch axis, < 2-d), one sample's features for
+/// activations [batch, ...].
+double lsq_grad_scale(const torch::Tensor& x, bool weight, double qp);
+
 /// The fused LSQ / LSQ+ / PACT operator (one pass forward, one pass backward):
 ///   out = clamp(round((x - offset) / step), lo, hi) * step + offset
 /// x float32 (any shape), step and offset 1-element float32 tensors (offset may
