@@ -4,8 +4,11 @@
 // formula in torch ops, PyTorch's at::_fake_quantize_learnable_per_tensor_affine,
 // plain fake_quantize (no learnable step), APoT's fused operator (4-bit
 // unsigned grid: 16 levels; signed: 3 magnitude bits), and relu as a floor.
-// Usage: bench_qat_kernel [THREADS] [REPS]
+// Usage: bench_qat_kernel [THREADS] [REPS] [FILTER]  (FILTER: run only rows whose
+// name contains it)
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 #include <string>
 
 #include "nnopt/core/runtime.h"
@@ -17,15 +20,22 @@ int main(int argc, char** argv) {
   using namespace nnopt;
   set_threads(argc > 1 ? std::stoi(argv[1]) : 2);
   const int reps = argc > 2 ? std::stoi(argv[2]) : 20;
+  const std::string filter = argc > 3 ? argv[3] : "";
   torch::manual_seed(0);
   torch::Tensor x0 = torch::randn({128, 16, 28, 28}).relu();
   torch::Tensor gy = torch::randn_like(x0);
   const double g = 1.0 / std::sqrt(16 * 28 * 28 * 15.0);
   auto time = [&](const char* name, auto fn) {
+    if (std::string(name).find(filter) == std::string::npos) return;
     for (int i = 0; i < 2; ++i) fn();
-    double t0 = now_seconds();
-    for (int i = 0; i < reps; ++i) fn();
-    std::printf("%-28s %8.2f ms\n", name, 1e3 * (now_seconds() - t0) / reps);
+    std::vector<double> t(static_cast<size_t>(reps));
+    for (auto& ti : t) {
+      const double t0 = now_seconds();
+      fn();
+      ti = now_seconds() - t0;
+    }
+    std::sort(t.begin(), t.end());
+    std::printf("%-28s %8.2f ms (median of %d)\n", name, 1e3 * t[t.size() / 2], reps);
   };
   time("relu", [&] {
     auto x = x0.clone().requires_grad_(true);

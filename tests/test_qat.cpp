@@ -441,6 +441,81 @@ TEST(QatGrid, ApotLargeGridsExactAtMidpoints) {
   }
 }
 
+// The forward kernels for grids of <= 16 levels (256-value blocks; AVX2 and
+// AVX-512 registers, where this CPU has them) give the same bits: at levels,
+// midpoints and their neighbours, +-0, beyond the clip, inf and nan, on a
+// length that leaves a tail for the block path.
+TEST(QatGrid, ApotKernelsGiveTheSameBits) {
+  using detail::ApotKernel;
+  std::vector<ApotKernel> kernels = {ApotKernel::kBlock};
+  if (__builtin_cpu_supports("avx2")) kernels.push_back(ApotKernel::kAvx2);
+  if (__builtin_cpu_supports("avx512f")) kernels.push_back(ApotKernel::kAvx512);
+  torch::manual_seed(4);
+  for (int64_t m : {1, 2, 3, 4}) {
+    for (bool sgn : {true, false}) {
+      SCOPED_TRACE(std::to_string(m) + (sgn ? " signed" : " unsigned"));
+      const float alpha = 1.7f;
+      torch::Tensor levels = apot_levels(m);
+      torch::Tensor mid = (levels.slice(0, 1) + levels.slice(0, 0, -1)) * 0.5;
+      torch::Tensor hard = torch::cat({levels, mid, torch::nextafter(mid, torch::full_like(mid, 2.0f)),
+                                       torch::nextafter(mid, torch::zeros_like(mid))}) * alpha;
+      torch::Tensor x = torch::cat({hard, -hard, torch::randn({1000}) * 2,
+                                    torch::tensor({0.0f, -0.0f, alpha, -alpha, INFINITY, -INFINITY, NAN, 5.0f, -5.0f})});
+      ASSERT_NE(x.numel() % 16, 0);  // a tail for the block path
+      torch::Tensor ref = detail::apot_forward_with(x, alpha, levels, sgn, ApotKernel::kBlock);
+      torch::Tensor back = ref.isnan();
+      EXPECT_EQ(back.sum().item<int64_t>(), 1);  // the nan stays nan
+      // The block path against the formula (nearest level, ties up, sign of v).
+      torch::Tensor v = (x / alpha).clamp(sgn ? -1.0 : 0.0, 1.0);
+      torch::Tensor want = levels.index({torch::bucketize(v.abs(), mid, false, /*right=*/true)}) * torch::sign(v) * alpha;
+      EXPECT_TRUE(torch::equal(ref.masked_fill(back, 0), want.masked_fill(back, 0)));
+      for (ApotKernel k : kernels) {
+        SCOPED_TRACE(static_cast<int>(k));
+        torch::Tensor y = detail::apot_forward_with(x, alpha, levels, sgn, k);
+        EXPECT_TRUE(torch::equal(y.isnan(), back));
+        // Bits, so that -0 and +0 count as different.
+        EXPECT_TRUE(torch::equal(y.masked_fill(back, 0).view(torch::kInt32), ref.masked_fill(back, 0).view(torch::kInt32)));
+      }
+    }
+  }
+  if (!__builtin_cpu_supports("avx512f"))
+    EXPECT_THROW_MSG(detail::apot_forward_with(torch::zeros({3}), 1.0, apot_levels(2), true, ApotKernel::kAvx512),
+                     ValueError, "APoT: this CPU cannot run the requested kernel");
+}
+
+// The backward works from the forward's code alone: gradients at the clip
+// bounds (inside: d/dx = 1), beyond them (d/d alpha = the sign, or 0 below an
+// unsigned grid), exactly at a level (code 0, still inside), and a nan input
+// (d/dx = 0, alpha's gradient nan). Grad mode off: no code, same values.
+TEST(QatGrid, ApotBackwardFromTheCode) {
+  torch::Tensor levels = apot_levels(2);  // {0, 1/4, 1/2, 1}
+  for (bool sgn : {true, false}) {
+    SCOPED_TRACE(sgn ? "signed" : "unsigned");
+    // Three copies: 21 values, so both the 8-lane loop and its tail run.
+    torch::Tensor x = torch::tensor({2.0f, -2.0f, 3.0f, -3.0f, 1.0f, 0.5f, 0.6f}).repeat({3}).requires_grad_(true);
+    torch::Tensor a = torch::full({1}, 2.0f).requires_grad_(true);
+    torch::Tensor dy = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f}).repeat({3});
+    torch::Tensor y = apot_quantize(x, a, levels, sgn);
+    (y * dy).sum().backward();
+    // x / a = 1, -1, 1.5, -1.5, 0.5, 0.25, 0.3
+    const std::vector<float> dx_want = {1, sgn ? 2.0f : 0.0f, 0, 0, 5, 6, 7};
+    EXPECT_TRUE(torch::equal(x.grad(), torch::tensor(dx_want).repeat({3})));
+    // d/d alpha: 1 at v = 1 (Pi(1) - 1 = 0 inside), then sign beyond, 0 at levels, 0.25 - 0.3 at 0.3.
+    const double below = sgn ? -1.0 : 0.0;  // v = -1 signed: Pi - v = 0 inside; unsigned: clipped at 0
+    const double want = 1 * 0.0 + 2 * 0.0 + 3 * 1.0 + 4 * below + 5 * 0.0 + 6 * 0.0 + 7 * (0.25 - 0.3);
+    EXPECT_NEAR(a.grad().item<double>(), 3 * want, 1e-5);
+    {
+      torch::NoGradGuard ng;
+      EXPECT_TRUE(torch::equal(apot_quantize(x, a, levels, sgn), y.detach()));
+    }
+  }
+  torch::Tensor xn = torch::tensor({0.3f, NAN, 0.7f}).requires_grad_(true);
+  torch::Tensor an = torch::ones({1}).requires_grad_(true);
+  apot_quantize(xn, an, levels, true).sum().backward();
+  EXPECT_TRUE(torch::equal(xn.grad(), torch::tensor({1.0f, 0.0f, 1.0f})));
+  EXPECT_TRUE(std::isnan(an.grad().item<float>()));
+}
+
 // ---------------------------------------------------------------- learnable parameters
 
 TEST(QatParams, ClipAndOffsetGetGradients) {

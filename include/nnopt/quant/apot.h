@@ -73,6 +73,19 @@ torch::Tensor apot_levels(int64_t magnitude_bits);
 torch::Tensor apot_quantize(const torch::Tensor& x, const torch::Tensor& alpha,
                             const torch::Tensor& levels, bool is_signed, double grad_scale = 1.0);
 
+namespace detail {
+/// The forward kernels of apot_quantize for grids of <= 16 levels: 256-value
+/// blocks (any CPU; larger grids always), or registers with AVX2 / AVX-512F.
+/// All give the same bits.
+enum class ApotKernel { kBlock, kAvx2, kAvx512 };
+/// The fastest kernel this CPU runs (what apot_quantize uses).
+ApotKernel apot_best_kernel();
+/// apot_quantize's forward values by `kernel`, without autograd (tests
+/// compare the kernels). ValueError when this CPU lacks the kernel.
+torch::Tensor apot_forward_with(const torch::Tensor& x, double alpha, const torch::Tensor& levels,
+                                bool is_signed, ApotKernel kernel);
+}  // namespace detail
+
 /// APoT weight or activation quantizer. Parameter "alpha" [1]; buffers
 /// "grid" (normalized levels), "sigma" and "mu" (weights: the last
 /// normalization std and mean, [C] per channel or [1]).
