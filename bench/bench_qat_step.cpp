@@ -33,7 +33,6 @@
 
 int main(int argc, char** argv) {
   using namespace nnopt;
-  if (std::getenv("NNOPT_FTZ")) at::globalContext().setFlushDenormal(true);  // TEMP
   if (argc < 4) {
     std::cerr << "usage: bench_qat_step MODEL BATCH THREADS [STEPS] [ROUNDS] [BITS] [METHODS]\n";
     return 2;
