@@ -3,7 +3,7 @@
 // [128, 16, 28, 28] tensor: nnopt's fused LSQ kernel, the LSQ reference
 // formula in torch ops, PyTorch's at::_fake_quantize_learnable_per_tensor_affine,
 // plain fake_quantize (no learnable step), APoT's fused operator (4-bit
-// unsigned grid: 16 levels; signed: 3 magnitude bits), and relu as a floor.
+// unsigned grid: 16 levels; signed: 3 magnitude bits; 8-bit unsigned: 256 levels), and relu as a floor.
 // Usage: bench_qat_kernel [THREADS] [REPS] [FILTER]  (FILTER: run only rows whose
 // name contains it)
 #include <algorithm>
@@ -69,6 +69,15 @@ int main(int argc, char** argv) {
     auto x = x0.clone().requires_grad_(true);
     auto a = torch::full({1}, 2.0f).requires_grad_(true);
     apot_quantize(x, a, apot_levels(3), true, g).backward(gy);
+  });
+  time("apot fused u8 (nnopt)", [&] {
+    auto x = x0.clone().requires_grad_(true);
+    auto a = torch::full({1}, 2.0f).requires_grad_(true);
+    apot_quantize(x, a, apot_levels(8), false, g).backward(gy);
+  });
+  time("apot fused u8, forward only", [&] {
+    torch::NoGradGuard ng;
+    apot_quantize(x0, torch::full({1}, 2.0f), apot_levels(8), false, g);
   });
   time("lsq reference (torch ops)", [&] {
     auto x = x0.clone().requires_grad_(true);

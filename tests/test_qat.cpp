@@ -441,17 +441,19 @@ TEST(QatGrid, ApotLargeGridsExactAtMidpoints) {
   }
 }
 
-// The forward kernels for grids of <= 16 levels (256-value blocks; AVX2 and
-// AVX-512 registers, where this CPU has them) give the same bits: at levels,
-// midpoints and their neighbours, +-0, beyond the clip, inf and nan, on a
-// length that leaves a tail for the block path.
+// The forward kernels (256-value blocks; AVX2 and AVX-512 registers for
+// grids of <= 16 levels, where this CPU has them) give the same bits: at
+// levels, midpoints and their neighbours, +-0, beyond the clip, inf and nan,
+// on a length that leaves a tail for the block path. Larger grids (m >= 5)
+// take the block path under every kernel: their bits are checked against the
+// formula here too.
 TEST(QatGrid, ApotKernelsGiveTheSameBits) {
   using detail::ApotKernel;
   std::vector<ApotKernel> kernels = {ApotKernel::kBlock};
   if (__builtin_cpu_supports("avx2")) kernels.push_back(ApotKernel::kAvx2);
   if (__builtin_cpu_supports("avx512f")) kernels.push_back(ApotKernel::kAvx512);
   torch::manual_seed(4);
-  for (int64_t m : {1, 2, 3, 4}) {
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8}) {
     for (bool sgn : {true, false}) {
       SCOPED_TRACE(std::to_string(m) + (sgn ? " signed" : " unsigned"));
       const float alpha = 1.7f;
