@@ -446,9 +446,7 @@ std::pair<torch::Tensor, torch::Tensor> weight_moments(const torch::Tensor& w, c
   const int64_t axis = s.ch_axis();
   NNOPT_CHECK(axis < w.dim(), ValueError, "APoT: ch_axis ", axis, " is out of range for a weight of shape ",
               w.sizes());
-  std::vector<int64_t> dims;
-  for (int64_t d = 0; d < w.dim(); ++d)
-    if (d != axis) dims.push_back(d);
+  const std::vector<int64_t> dims = dims_except(w.dim(), axis);
   if (dims.empty()) return {w, torch::ones_like(w)};
   torch::Tensor mu = w.mean(dims, /*keepdim=*/true);
   torch::Tensor sigma = w.numel() / w.size(axis) > 1 ? w.std(dims, /*unbiased=*/true, /*keepdim=*/true)

@@ -40,9 +40,7 @@ std::vector<BiasShift> correct_bias_empirical(GraphModule& model,
       model->forward(b, {in}, taps);  // x~: the layer input in the quantized model
       auto e = layer_forward(n, taps.at(in), dw, torch::Tensor());  // (W - Q(W)) x
       // mean over every axis but the channel axis (1)
-      std::vector<int64_t> dims{0};
-      for (int64_t d = 2; d < e.dim(); ++d) dims.push_back(d);
-      auto s = e.sum(dims);
+      auto s = e.sum(dims_except(e.dim(), 1));
       sum = sum.defined() ? sum + s : s;
       count += e.numel() / e.size(1);
     }

@@ -26,9 +26,7 @@ namespace {
 // all of w (a scalar); with w's gradient (to the largest |w|).
 torch::Tensor abs_max(const torch::Tensor& w, const QuantScheme& s) {
   if (!s.per_channel()) return w.abs().max();
-  std::vector<int64_t> dims;
-  for (int64_t d = 0; d < w.dim(); ++d)
-    if (d != s.ch_axis()) dims.push_back(d);
+  const std::vector<int64_t> dims = dims_except(w.dim(), s.ch_axis());
   return dims.empty() ? w.abs() : w.abs().amax(dims, /*keepdim=*/true);
 }
 }  // namespace

@@ -108,4 +108,11 @@ void check_qparams(const QuantScheme& scheme, const QParams& q, int64_t channels
               z.max().item<int64_t>());
 }
 
+std::vector<int64_t> dims_except(int64_t rank, int64_t axis) {
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < rank; ++d)
+    if (d != axis) dims.push_back(d);
+  return dims;
+}
+
 }  // namespace nnopt

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace nnopt {
 
@@ -87,5 +88,9 @@ struct QuantScheme {
 /// > 0, zero point in [quant_min, quant_max]. `what` prefixes the message.
 void check_qparams(const QuantScheme& scheme, const QParams& q, int64_t channels,
                    const std::string& what);
+
+/// The dimensions 0..rank-1 except `axis`: what a per-channel statistic
+/// (along `axis`) reduces over.
+std::vector<int64_t> dims_except(int64_t rank, int64_t axis);
 
 }  // namespace nnopt
