@@ -286,24 +286,28 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void apot_forward_r
 }
 
 // dx[i] for i in [b0, e), and the sum of dy * d(out)/d(alpha) / alpha over
-// them, from the forward's code (above), with eight partial sums (lane j
-// adds elements b0 + j, b0 + 8 + j, ... in order, then the tail). The AVX2
-// kernel does exactly the scalar loop's operations, 8 lanes at a time (GCC's
-// own vectorization of the scalar loop shuffled more than it computed).
+// them, from the forward's code (above): eight partial sums (lane j adds
+// elements b0 + j, b0 + 8 + j, ... of the whole groups of 8, in order), the
+// tail summed after them. The AVX2 kernel does exactly the scalar loop's
+// operations, 8 lanes at a time, and leaves the tail to it (GCC's own
+// vectorization of the scalar loop shuffled more than it computed).
 double apot_backward_scalar(const float* __restrict cp, const float* __restrict gp, float* __restrict dp,
-                            int64_t b0, int64_t e, float* lane) {
-  double acc = 0;
+                            int64_t b0, int64_t e) {
+  float lane[8] = {0};
+  const int64_t body = b0 + (e - b0) / 8 * 8;
+  double tail = 0;
   for (int64_t i = b0; i < e; ++i) {
     const float c = cp[i], d = gp[i];
     const float out = __builtin_fabsf(c) < 1.0f ? 0.0f : 1.0f;  // nan: outside
     dp[i] = (1.0f - out) * d;
     const float t = d * (c - out * __builtin_copysignf(2.0f, c));
-    if (lane)
+    if (i < body)
       lane[(i - b0) % 8] += t;
     else
-      acc += t;
+      tail += t;
   }
-  return acc;
+  for (int j = 0; j < 8; ++j) tail += lane[j];
+  return tail;
 }
 
 __attribute__((target("avx2"))) double apot_backward_avx2(const float* __restrict cp, const float* __restrict gp,
@@ -323,20 +327,15 @@ __attribute__((target("avx2"))) double apot_backward_avx2(const float* __restric
   }
   float lane[8];
   _mm256_storeu_ps(lane, lanes);
-  double acc = apot_backward_scalar(cp, gp, dp, i, e, nullptr);
+  double acc = apot_backward_scalar(cp, gp, dp, i, e);  // < 8 values: all tail
   for (int j = 0; j < 8; ++j) acc += lane[j];
   return acc;
 }
 
 double apot_backward_range(const float* __restrict cp, const float* __restrict gp, float* __restrict dp,
                            int64_t b0, int64_t e) {
-  if (detail::apot_best_kernel() != detail::ApotKernel::kBlock) return apot_backward_avx2(cp, gp, dp, b0, e);
-  float lane[8] = {0};
-  const int64_t body = b0 + (e - b0) / 8 * 8;
-  apot_backward_scalar(cp, gp, dp, b0, body, lane);
-  double acc = apot_backward_scalar(cp, gp, dp, body, e, nullptr);
-  for (int j = 0; j < 8; ++j) acc += lane[j];
-  return acc;
+  return detail::apot_best_kernel() == detail::ApotKernel::kBlock ? apot_backward_scalar(cp, gp, dp, b0, e)
+                                                                  : apot_backward_avx2(cp, gp, dp, b0, e);
 }
 
 // The forward's values for a dense x (detail::dense), in x's layout; with
